@@ -1,0 +1,201 @@
+"""Repositories: every query takes the organization and filters on it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.adapters import orm
+from service.domain.model import Admin, Organization, Role, User, UserState, new_id, normalise_email, now
+
+
+class Organizations:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, org: Organization) -> None:
+        self.session.add(org)
+
+    async def get(self, org_id: str) -> Organization | None:
+        return await self.session.get(Organization, org_id)
+
+    async def lock(self, org_id: str) -> None:
+        """Takes the organization's row lock (a write lock on SQLite) until commit, so checks
+        that count the organization's admins cannot interleave."""
+        table = orm.organizations
+        await self.session.execute(sa.update(table).where(table.c.id == org_id).values(name=table.c.name))
+
+
+class Users:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, user: User) -> None:
+        self.session.add(user)
+
+    async def delete(self, user: User) -> None:
+        await self.session.delete(user)
+
+    async def get(self, org_id: str, user_id: str, *, for_update: bool = False) -> User | None:
+        query = sa.select(User).where(orm.users.c.organization_id == org_id, orm.users.c.id == user_id)
+        if for_update:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def by_email(self, org_id: str, email: str) -> User | None:
+        query = sa.select(User).where(
+            orm.users.c.organization_id == org_id, sa.func.lower(orm.users.c.email) == normalise_email(email)
+        )
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def by_username(self, org_id: str, username: str) -> User | None:
+        query = sa.select(User).where(
+            orm.users.c.organization_id == org_id,
+            sa.func.lower(orm.users.c.username) == username.strip().lower(),
+        )
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def many(self, org_id: str, ids: list[str]) -> list[User]:
+        query = sa.select(User).where(orm.users.c.organization_id == org_id, orm.users.c.id.in_(ids))
+        return list(await self.session.scalars(query))
+
+    async def page(self, org_id: str, *, email: str | None, limit: int, skip: int) -> tuple[list[User], int]:
+        where = [orm.users.c.organization_id == org_id]
+        if email:
+            where.append(sa.func.lower(orm.users.c.email) == normalise_email(email))
+        total = await self.session.scalar(sa.select(sa.func.count()).select_from(orm.users).where(*where))
+        query = sa.select(User).where(*where).order_by(orm.users.c.created_at, orm.users.c.id)
+        rows = await self.session.scalars(query.limit(limit).offset(skip))
+        return list(rows), int(total or 0)
+
+
+class Admins:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    def add(self, admin: Admin) -> None:
+        self.session.add(admin)
+
+    async def delete(self, admin: Admin) -> None:
+        await self.session.delete(admin)
+
+    async def get(self, org_id: str, admin_id: str) -> Admin | None:
+        query = sa.select(Admin).where(orm.admins.c.organization_id == org_id, orm.admins.c.id == admin_id)
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def by_email(self, org_id: str, email: str) -> Admin | None:
+        query = sa.select(Admin).where(
+            orm.admins.c.organization_id == org_id, sa.func.lower(orm.admins.c.email) == normalise_email(email)
+        )
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def by_linked_user(self, org_id: str, user_id: str) -> Admin | None:
+        query = sa.select(Admin).where(
+            orm.admins.c.organization_id == org_id, orm.admins.c.linked_user_id == user_id
+        )
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def linked_to(self, org_id: str, user_ids: list[str]) -> dict[str, Admin]:
+        query = sa.select(Admin).where(
+            orm.admins.c.organization_id == org_id, orm.admins.c.linked_user_id.in_(user_ids)
+        )
+        return {a.linked_user_id: a for a in await self.session.scalars(query) if a.linked_user_id}
+
+    async def all(self, org_id: str) -> list[Admin]:
+        query = sa.select(Admin).where(orm.admins.c.organization_id == org_id).order_by(orm.admins.c.created_at)
+        return list(await self.session.scalars(query))
+
+    async def users_matching_emails(self, org_id: str, emails: list[str]) -> dict[str, str]:
+        """email (normalised) -> user id, for the seed's "matching user" tooltip."""
+        lowered = [normalise_email(e) for e in emails]
+        query = sa.select(sa.func.lower(orm.users.c.email), orm.users.c.id).where(
+            orm.users.c.organization_id == org_id, sa.func.lower(orm.users.c.email).in_(lowered)
+        )
+        return {email: user_id for email, user_id in await self.session.execute(query)}
+
+    async def other_capable_billing_admins(self, org_id: str, excluding_admin_id: str, at: datetime) -> int:
+        """Administrators with Billing other than ``excluding_admin_id`` that can still sign in."""
+        a, u = orm.admins, orm.users
+        user_can_sign_in = sa.and_(
+            u.c.state == UserState.ACTIVATED.value,
+            u.c.account_locked.is_(False),
+            u.c.password_hash.is_not(None),
+            sa.or_(u.c.password_expires_at.is_(None), u.c.password_expires_at > at),
+        )
+        query = (
+            sa.select(sa.func.count())
+            .select_from(a.outerjoin(u, u.c.id == a.c.linked_user_id))
+            .where(
+                a.c.organization_id == org_id,
+                a.c.role == Role.BILLING.value,
+                a.c.id != excluding_admin_id,
+                sa.or_(
+                    sa.and_(a.c.linked_user_id.is_(None), sa.or_(a.c.password_hash.is_not(None), a.c.federated)),
+                    sa.and_(a.c.linked_user_id.is_not(None), user_can_sign_in),
+                ),
+            )
+        )
+        return int(await self.session.scalar(query) or 0)
+
+
+class Rows:
+    """Plain-table access for the tables that have no domain class (credentials, keys, records)."""
+
+    def __init__(self, session: AsyncSession, table: sa.Table) -> None:
+        self.session = session
+        self.table = table
+
+    async def insert(self, **values: Any) -> str:
+        values.setdefault("id", new_id())
+        if "created_at" in self.table.c:
+            values.setdefault("created_at", now())
+        await self.session.execute(sa.insert(self.table).values(**values))
+        return str(values["id"])
+
+    async def find(self, org_id: str, **where: Any) -> list[sa.Row[Any]]:
+        clauses = [self.table.c.organization_id == org_id] + [self.table.c[k] == v for k, v in where.items()]
+        order = self.table.c.created_at if "created_at" in self.table.c else self.table.c.id
+        result = await self.session.execute(sa.select(self.table).where(*clauses).order_by(order))
+        return list(result)
+
+    async def first(self, org_id: str, **where: Any) -> sa.Row[Any] | None:
+        rows = await self.find(org_id, **where)
+        return rows[0] if rows else None
+
+    async def update(self, org_id: str, row_id: str, **values: Any) -> None:
+        await self.session.execute(
+            sa.update(self.table)
+            .where(self.table.c.organization_id == org_id, self.table.c.id == row_id)
+            .values(**values)
+        )
+
+    async def delete(self, org_id: str, **where: Any) -> int:
+        clauses = [self.table.c.organization_id == org_id] + [self.table.c[k] == v for k, v in where.items()]
+        result = await self.session.execute(sa.delete(self.table).where(*clauses))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def enrolled_factors(session: AsyncSession, org_id: str, user_id: str) -> list[str]:
+    """The user's MFA factors, by the names the API shows: totp, webauthn_device, security_key,
+    push, duo."""
+    factors: list[str] = []
+    scoped = {"organization_id": org_id, "user_id": user_id}
+
+    async def exists(table: sa.Table, *extra: sa.ColumnElement[bool]) -> bool:
+        clauses = [table.c[k] == v for k, v in scoped.items()] + list(extra)
+        return bool(await session.scalar(sa.select(sa.exists().where(*clauses))))
+
+    if await exists(orm.totp_credentials):
+        factors.append("totp")
+    if await exists(orm.webauthn_credentials, orm.webauthn_credentials.c.attachment == "platform"):
+        factors.append("webauthn_device")
+    if await exists(orm.webauthn_credentials, orm.webauthn_credentials.c.attachment != "platform"):
+        factors.append("security_key")
+    if await exists(orm.push_devices):
+        factors.append("push")
+    if await exists(orm.duo_enrollments):
+        factors.append("duo")
+    return factors

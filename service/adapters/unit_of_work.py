@@ -1,0 +1,123 @@
+"""One transaction per command: the change, its Directory Insights records and its side-effect
+jobs (outbox rows) commit together or not at all. Jobs are handed to arq only after commit."""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service import insights, notifications
+from service.adapters import orm
+from service.adapters.crypto import SecretBox
+from service.adapters.queue import Queue
+from service.adapters.repository import Admins, Organizations, Rows, Users
+from service.domain.commands import Actor
+from service.domain.events import Event, MailRequested, Recorded, SessionsEnded
+from service.domain.model import new_id, now
+
+log = logging.getLogger(__name__)
+
+
+class UnitOfWork:
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], queue: Queue, box: SecretBox, actor: Actor
+    ) -> None:
+        self._session_factory = session_factory
+        self.queue = queue
+        self.box = box
+        self.actor = actor
+        self.events: list[Event] = []
+        self._new_jobs: list[tuple[str, str]] = []
+
+    async def __aenter__(self) -> UnitOfWork:
+        self.session = self._session_factory()
+        self.organizations = Organizations(self.session)
+        self.users = Users(self.session)
+        self.admins = Admins(self.session)
+        self.totp = Rows(self.session, orm.totp_credentials)
+        self.webauthn = Rows(self.session, orm.webauthn_credentials)
+        self.push_devices = Rows(self.session, orm.push_devices)
+        self.duo = Rows(self.session, orm.duo_enrollments)
+        self.api_keys = Rows(self.session, orm.api_keys)
+        self.ssh_keys = Rows(self.session, orm.ssh_keys)
+        self.mail = Rows(self.session, orm.mail_outbox)
+        self.events = []
+        self._new_jobs = []
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.session.rollback()
+        await self.session.close()
+
+    def collect(self, *events: Event) -> None:
+        self.events.extend(events)
+
+    async def commit(self) -> None:
+        await self._write_events()
+        await self.session.commit()
+        self.events = []
+        await self._enqueue_committed_jobs()
+
+    async def _write_events(self) -> None:
+        at = now()
+        for event in self.events:
+            if isinstance(event, Recorded):
+                await self._record(event, at)
+            elif isinstance(event, SessionsEnded):
+                await self.add_job("end_sessions", {"type": event.identity_type, "id": event.identity_id})
+            elif isinstance(event, MailRequested):
+                subject, body = notifications.render(event.template, event.context)
+                mail_id = await self.mail.insert(
+                    organization_id=self.actor.organization_id,
+                    recipient=event.recipient,
+                    subject=subject,
+                    body=body,
+                    status="pending",
+                )
+                await self.add_job("send_email", {"mail_id": mail_id})
+
+    async def _record(self, event: Recorded, at: object) -> None:
+        event_id = new_id()
+        body = insights.record_body(event_id, event, self.actor, at)  # type: ignore[arg-type]
+        await self.session.execute(
+            orm.insights_events.insert().values(
+                id=event_id,
+                organization_id=self.actor.organization_id,
+                event_type=event.event_type,
+                service=body["service"],
+                timestamp=at,
+                success=event.success,
+                initiated_by_administrator=bool(body["initiated_by"].get("administrator")),
+                target_resource_type=(body.get("target_resource") or {}).get("type"),
+                body=body,
+            )
+        )
+
+    async def add_job(self, function: str, args: dict[str, str], idempotency_key: str | None = None) -> str:
+        """A job row in this transaction; arq gets it after commit (or from the reconciler)."""
+        job_id = new_id()
+        await self.session.execute(
+            orm.jobs.insert().values(
+                id=job_id,
+                organization_id=self.actor.organization_id,
+                idempotency_key=idempotency_key or job_id,
+                function=function,
+                args=args,
+                status="queued",
+                created_at=now(),
+            )
+        )
+        self._new_jobs.append((function, job_id))
+        return job_id
+
+    async def _enqueue_committed_jobs(self) -> None:
+        jobs, self._new_jobs = self._new_jobs, []
+        for function, job_id in jobs:
+            try:
+                await self.queue.enqueue(function, job_id)
+            except Exception:  # Redis down: the committed row is picked up by the reconciler
+                log.warning("job %s committed but not enqueued; the reconciler will enqueue it", job_id)

@@ -1,0 +1,171 @@
+"""What someone asks for. Every entrypoint translates its input into one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.domain.model import PasswordAuthority, Role, UserState
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks, with which admin role, from where. Handlers authorize against ``role``."""
+
+    organization_id: str
+    id: str
+    type: str  # admin | integration | system
+    role: Role
+    email: str | None = None
+    linked_user_id: str | None = None
+    source: str = "api"  # api | scim | hr | directory | cli
+    name: str | None = None
+    client_ip: str | None = None
+    useragent: str | None = None
+    auth_method: str = "api_key"
+
+
+@dataclass(frozen=True)
+class Command:
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class CreateUser(Command):
+    email: str
+    username: str
+    firstname: str = ""
+    lastname: str = ""
+    password: str | None = None
+    state: UserState = UserState.ACTIVATED
+
+
+@dataclass(frozen=True)
+class UpdateUser(Command):
+    user_id: str
+    changes: dict[str, str] = field(default_factory=dict)  # firstname, lastname, email, username
+
+
+@dataclass(frozen=True)
+class DeleteUser(Command):
+    user_id: str
+
+
+@dataclass(frozen=True)
+class BulkDeleteUsers(Command):
+    user_ids: tuple[str, ...]
+    confirm_count: int
+
+
+@dataclass(frozen=True)
+class SuspendUser(Command):
+    user_id: str
+
+
+@dataclass(frozen=True)
+class ActivateUser(Command):
+    user_id: str
+
+
+@dataclass(frozen=True)
+class UnlockUser(Command):
+    user_id: str
+
+
+@dataclass(frozen=True)
+class ForcePasswordReset(Command):
+    user_id: str
+
+
+@dataclass(frozen=True)
+class SetPassword(Command):
+    user_id: str
+    password: str
+
+
+@dataclass(frozen=True)
+class ChangePasswordAuthority(Command):
+    user_id: str
+    authority: PasswordAuthority
+
+
+@dataclass(frozen=True)
+class EnrollTotp(Command):
+    user_id: str
+
+
+@dataclass(frozen=True)
+class ResetTotp(Command):
+    user_id: str
+
+
+@dataclass(frozen=True)
+class SetMfaRequired(Command):
+    user_id: str
+    required: bool
+
+
+@dataclass(frozen=True)
+class DeleteWebauthnCredential(Command):
+    user_id: str
+    credential_id: str
+
+
+@dataclass(frozen=True)
+class DeletePushDevice(Command):
+    user_id: str
+    device_id: str
+
+
+@dataclass(frozen=True)
+class AddSshKey(Command):
+    user_id: str
+    name: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class DeleteSshKey(Command):
+    user_id: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class CreateAdmin(Command):
+    email: str
+    role: Role
+    password: str
+    api_access: bool = False
+
+
+@dataclass(frozen=True)
+class CreateAdminFromUser(Command):
+    role: Role
+    user_id: str | None = None
+    email: str | None = None
+    api_access: bool = False
+
+
+@dataclass(frozen=True)
+class LinkAdminToUser(Command):
+    admin_id: str
+    acknowledge: Any = False
+
+
+@dataclass(frozen=True)
+class RemoveAdminAccess(Command):
+    admin_id: str
+    acknowledge: Any = False
+
+
+@dataclass(frozen=True)
+class UpdateAdmin(Command):
+    admin_id: str
+    role: Role | None = None
+    api_access: bool | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class IssueApiKey(Command):
+    admin_id: str

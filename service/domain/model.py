@@ -1,0 +1,246 @@
+"""The identities adminlink manages and the seed's rules about them. Pure Python, no I/O.
+
+The classes are plain objects; ``service.adapters.orm`` maps them to tables.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from service.domain import events
+from service.domain.errors import Conflict, InvalidRequest
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Role(enum.StrEnum):
+    """Admin Portal roles, by their JumpCloud names."""
+
+    READ_ONLY = "Read Only"
+    HELP_DESK = "Help Desk"
+    MANAGER = "Manager"
+    ADMINISTRATOR = "Administrator"
+    BILLING = "Administrator with Billing"
+
+
+class UserState(enum.StrEnum):
+    STAGED = "STAGED"
+    ACTIVATED = "ACTIVATED"
+    SUSPENDED = "SUSPENDED"
+
+
+class PasswordAuthority(enum.StrEnum):
+    ADMINLINK = "adminlink"
+    SCIM = "scim"
+    LDAP = "ldap"
+
+
+class MfaEnrollment(enum.StrEnum):
+    """The Administrators list's *MFA Enrollment* column."""
+
+    TOTP = "totp"
+    INHERITED_FROM_USER = "inherited_from_user"
+    LINKED_USER = "linked_user"
+    NOT_ENROLLED = "not_enrolled"
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back without a zone; everything stored is UTC.
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+@dataclass(eq=False)
+class Organization:
+    name: str
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=now)
+
+
+@dataclass(eq=False)
+class User:
+    organization_id: str
+    email: str
+    username: str
+    firstname: str = ""
+    lastname: str = ""
+    state: UserState = UserState.ACTIVATED
+    account_locked: bool = False
+    failed_logins: int = 0
+    password_hash: str | None = None
+    password_expires_at: datetime | None = None
+    password_authority: PasswordAuthority = PasswordAuthority.ADMINLINK
+    mfa_required: bool = False
+    auth_epoch: int = 0
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=now)
+
+    @property
+    def email_key(self) -> str:
+        return normalise_email(self.email)
+
+    def password_expired(self, at: datetime | None = None) -> bool:
+        expires = _aware(self.password_expires_at)
+        return expires is not None and expires <= (at or now())
+
+    def end_sessions(self) -> None:
+        """Every session carries the epoch it was opened in; moving it refuses them all at commit."""
+        self.auth_epoch += 1
+
+    def ensure_can_hold_admin_role(self, enrolled_factors: list[str]) -> None:
+        """The seed's Considerations: active, not locked, password not expired, MFA enrolled."""
+        if self.state != UserState.ACTIVATED:
+            raise Conflict("user_not_active", "the user must be in the ACTIVATED state to hold an admin role")
+        if self.account_locked:
+            raise Conflict("user_locked", "the user is locked out; unlock the account first")
+        if self.password_expired():
+            raise Conflict("user_password_expired", "the user's password has expired")
+        if self.password_hash is None:
+            raise Conflict("user_has_no_password", "the user has no password to sign in with")
+        if not enrolled_factors:
+            raise Conflict("user_mfa_not_enrolled", "the user must be enrolled in at least one MFA factor")
+
+    def change_email(self, email: str) -> events.Change:
+        change = events.Change("email", self.email, email)
+        self.email = email
+        return change
+
+    def suspend(self) -> None:
+        self.state = UserState.SUSPENDED
+        self.end_sessions()
+
+    def activate(self) -> None:
+        self.state = UserState.ACTIVATED
+
+    def lock(self) -> None:
+        self.account_locked = True
+        self.end_sessions()
+
+    def unlock(self) -> None:
+        self.account_locked = False
+        self.failed_logins = 0
+
+    def can_sign_in(self) -> bool:
+        return (
+            self.state == UserState.ACTIVATED
+            and not self.account_locked
+            and not self.password_expired()
+            and self.password_hash is not None
+        )
+
+
+@dataclass(eq=False)
+class Admin:
+    organization_id: str
+    email: str
+    role: Role
+    api_access: bool = False
+    federated: bool = False
+    password_hash: str | None = None
+    totp_secret: str | None = None  # encrypted by the adapter before it is stored
+    linked_user_id: str | None = None
+    mfa_enrollment: MfaEnrollment = MfaEnrollment.NOT_ENROLLED
+    auth_epoch: int = 0
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=now)
+
+    @property
+    def email_key(self) -> str:
+        return normalise_email(self.email)
+
+    @property
+    def is_linked(self) -> bool:
+        return self.linked_user_id is not None
+
+    def end_sessions(self) -> None:
+        self.auth_epoch += 1
+
+    def can_sign_in(self, linked_user: User | None) -> bool:
+        if self.is_linked:
+            return linked_user is not None and linked_user.can_sign_in()
+        return self.password_hash is not None or self.federated
+
+    @classmethod
+    def from_user(cls, user: User, role: Role, api_access: bool, enrolled_factors: list[str]) -> Admin:
+        """The seed's *Create admin from user*."""
+        user.ensure_can_hold_admin_role(enrolled_factors)
+        return cls(
+            organization_id=user.organization_id,
+            email=user.email,
+            role=role,
+            api_access=api_access,
+            linked_user_id=user.id,
+            mfa_enrollment=MfaEnrollment.INHERITED_FROM_USER,
+        )
+
+    def link_to(self, user: User, enrolled_factors: list[str]) -> list[events.Change]:
+        """The seed's *Assign admin role to user*: the admin's own credentials are deleted for good."""
+        if self.federated:
+            raise Conflict("admin_federated", "admins using federated authentication cannot be linked to a user")
+        if self.is_linked:
+            raise Conflict("admin_already_linked", "this admin is already linked to a user")
+        if self.email_key != user.email_key:
+            raise Conflict("email_mismatch", "the admin's and the user's emails must be the same")
+        user.ensure_can_hold_admin_role(enrolled_factors)
+        changes = [
+            events.Change("linked_user_id", None, user.id),
+            events.Change("mfa_enrollment", self.mfa_enrollment.value, MfaEnrollment.LINKED_USER.value),
+        ]
+        if self.password_hash is not None:
+            changes.append(events.Change("password", "set", "deleted"))
+        if self.totp_secret is not None:
+            changes.append(events.Change("totp", "enrolled", "deleted"))
+        self.linked_user_id = user.id
+        self.mfa_enrollment = MfaEnrollment.LINKED_USER
+        self.password_hash = None
+        self.totp_secret = None
+        self.end_sessions()
+        return changes
+
+    def change_role(self, role: Role) -> events.Change | None:
+        if role == self.role:
+            return None
+        change = events.Change("role", self.role.value, role.value)
+        self.role = role
+        return change
+
+    def change_own_email(self, email: str) -> events.Change:
+        if self.is_linked:
+            raise Conflict(
+                "admin_email_follows_user",
+                "a linked admin's email follows its user's; change the user's email instead",
+            )
+        change = events.Change("email", self.email, email)
+        self.email = email
+        return change
+
+
+def ensure_not_last_billing_admin(admin: Admin, other_capable_billing_admins: int) -> None:
+    """An organization never loses its last way in."""
+    if admin.role == Role.BILLING and other_capable_billing_admins == 0:
+        raise Conflict(
+            "last_billing_admin",
+            "this change would leave the organization without an active Administrator with Billing",
+        )
+
+
+def require_acknowledgement(acknowledge: object) -> None:
+    if acknowledge is not True:
+        raise InvalidRequest(
+            "acknowledgement_required",
+            "this change deletes credentials for good; send \"acknowledge\": true to confirm",
+        )

@@ -1,0 +1,543 @@
+"""One handler per command: load, authorize through the policy table, call the domain, commit.
+
+Every entrypoint (management API, SCIM, webhooks, CLI) reaches the same handlers through
+``service.messagebus``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pyotp
+from cryptography.hazmat.primitives import serialization
+
+from service import policy
+from service.adapters.crypto import hash_password, new_api_key
+from service.adapters.repository import enrolled_factors
+from service.adapters.unit_of_work import UnitOfWork
+from service.domain import commands as c
+from service.domain.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
+from service.domain.events import Change, MailRequested, Recorded, Resource, SessionsEnded
+from service.domain.model import (
+    Admin,
+    MfaEnrollment,
+    Role,
+    User,
+    UserState,
+    ensure_not_last_billing_admin,
+    now,
+    require_acknowledgement,
+)
+from service.policy import Action
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MIN_PASSWORD_LENGTH = 12
+TOTP_ISSUER = "adminlink"
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def user_resource(user: User) -> Resource:
+    return Resource("user", user.id, email=user.email, username=user.username)
+
+
+def admin_resource(admin: Admin) -> Resource:
+    return Resource("admin", admin.id, email=admin.email)
+
+
+def validate_email(email: str) -> str:
+    email = email.strip()
+    if not EMAIL_RE.match(email) or len(email) > 320:
+        raise InvalidRequest("invalid_email", f"{email!r} is not an email address")
+    return email
+
+
+def validate_password(password: str, email: str | None = None) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidRequest("password_too_short", f"passwords need at least {MIN_PASSWORD_LENGTH} characters")
+    if email and password.strip().lower() == email.strip().lower():
+        raise InvalidRequest("password_is_email", "the password must not be the email address")
+    return password
+
+
+async def load_user(uow: UnitOfWork, user_id: str) -> User:
+    user = await uow.users.get(uow.actor.organization_id, user_id)
+    if user is None:
+        raise NotFound("user_not_found", "no such user")
+    return user
+
+
+async def load_admin(uow: UnitOfWork, admin_id: str) -> Admin:
+    admin = await uow.admins.get(uow.actor.organization_id, admin_id)
+    if admin is None:
+        raise NotFound("admin_not_found", "no such admin")
+    return admin
+
+
+async def authorize_on_user(uow: UnitOfWork, action: Action, user: User, event_type: str) -> Admin | None:
+    """Checks the actor's role against the policy table for this target; returns the user's
+    admin identity, if it holds one. A denial is recorded with ``success: false``."""
+    admin = await uow.admins.by_linked_user(uow.actor.organization_id, user.id)
+    authorize(uow, action, admin is not None, Recorded(event_type, user_resource(user), success=False))
+    return admin
+
+
+def authorize(uow: UnitOfWork, action: Action, target_has_admin_role: bool, on_denial: Recorded) -> None:
+    try:
+        policy.authorize(action, uow.actor.role, target_has_admin_role)
+    except DomainError as denial:
+        denial.record = on_denial
+        raise
+
+
+async def guard_last_billing_admin(uow: UnitOfWork, admin: Admin, attempt: str, on_refusal: Recorded) -> None:
+    """Refuses (and records, and tells the other admins) a change that would leave the
+    organization without an active, sign-in-capable Administrator with Billing."""
+    org_id = uow.actor.organization_id
+    # Serialise such checks per organization: a write lock on its row, on SQLite and PostgreSQL.
+    await uow.organizations.lock(org_id)
+    others = await uow.admins.other_capable_billing_admins(org_id, admin.id, now())
+    try:
+        ensure_not_last_billing_admin(admin, others)
+    except Conflict as refusal:
+        refusal.record = on_refusal
+        context = {"actor": uow.actor.email or uow.actor.name or uow.actor.id, "attempt": attempt,
+                   "target": admin.email}
+        refusal.notices = [
+            MailRequested(other.email, "last_billing_admin_refused", context)
+            for other in await uow.admins.all(org_id)
+            if other.id != admin.id
+        ]
+        raise
+
+
+def ensure_not_own_password(uow: UnitOfWork, user: User) -> None:
+    if uow.actor.linked_user_id == user.id:
+        raise Forbidden(
+            "use_user_portal",
+            "admins cannot reset or set their own user password here; use the User Portal password change",
+        )
+
+
+async def ensure_email_free(uow: UnitOfWork, email: str, *, user: User | None, admin: Admin | None) -> None:
+    org_id = uow.actor.organization_id
+    other_user = await uow.users.by_email(org_id, email)
+    if other_user is not None and other_user is not user:
+        raise Conflict("email_taken", "another user has this email")
+    other_admin = await uow.admins.by_email(org_id, email)
+    if other_admin is not None and other_admin is not admin:
+        raise Conflict("email_taken", "another admin has this email")
+
+
+def role_notice(template: str, user: User, admin: Admin) -> MailRequested:
+    name = " ".join(p for p in (user.firstname, user.lastname) if p) or user.username
+    return MailRequested(user.email, template, {"name": name, "email": user.email, "role": admin.role.value})
+
+
+# --- users -----------------------------------------------------------------------------------
+
+
+async def create_user(cmd: c.CreateUser, uow: UnitOfWork) -> User:
+    org_id = uow.actor.organization_id
+    email = validate_email(cmd.email)
+    username = cmd.username.strip()
+    if not username:
+        raise InvalidRequest("invalid_username", "username must not be empty")
+    authorize(uow, Action.CREATE_USER, False, Recorded("user_create", Resource("user", "", email=email), (),
+                                                        success=False))
+    if await uow.users.by_email(org_id, email):
+        raise Conflict("email_taken", "another user has this email")
+    if await uow.users.by_username(org_id, username):
+        raise Conflict("username_taken", "another user has this username")
+    user = User(org_id, email, username, cmd.firstname, cmd.lastname, state=cmd.state)
+    if cmd.password is not None:
+        user.password_hash = hash_password(validate_password(cmd.password, email))
+    uow.users.add(user)
+    uow.collect(Recorded("user_create", user_resource(user), (Change("state", None, user.state.value),)))
+    await uow.commit()
+    return user
+
+
+async def update_user(cmd: c.UpdateUser, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    admin = await authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
+    changes: list[Change] = []
+    for name in ("firstname", "lastname"):
+        if name in cmd.changes and cmd.changes[name] != getattr(user, name):
+            changes.append(Change(name, getattr(user, name), cmd.changes[name]))
+            setattr(user, name, cmd.changes[name])
+    if "username" in cmd.changes and cmd.changes["username"].strip() != user.username:
+        username = cmd.changes["username"].strip()
+        if not username:
+            raise InvalidRequest("invalid_username", "username must not be empty")
+        if await uow.users.by_username(user.organization_id, username):
+            raise Conflict("username_taken", "another user has this username")
+        changes.append(Change("username", user.username, username))
+        user.username = username
+    if "email" in cmd.changes and cmd.changes["email"].strip() != user.email:
+        email = validate_email(cmd.changes["email"])
+        await ensure_email_free(uow, email, user=user, admin=admin)
+        changes.append(user.change_email(email))
+        if admin is not None:  # one identity: a linked admin's email follows its user's
+            admin.email = email
+            uow.collect(Recorded("admin_update", admin_resource(admin), (changes[-1],)))
+    if changes:
+        uow.collect(Recorded("user_update", user_resource(user), tuple(changes)))
+    await uow.commit()
+    return user
+
+
+async def _delete_user(uow: UnitOfWork, user: User) -> None:
+    admin = await authorize_on_user(uow, Action.DELETE_USER, user, "user_delete")
+    if admin is not None:
+        await guard_last_billing_admin(
+            uow, admin, "delete the user", Recorded("user_delete", user_resource(user), success=False)
+        )
+        await uow.admins.delete(admin)
+        await uow.session.flush()
+        uow.collect(
+            Recorded("admin_delete", admin_resource(admin)),
+            SessionsEnded("admin", admin.id),
+            role_notice("admin_role_removed", user, admin),
+        )
+    await uow.users.delete(user)
+    uow.collect(Recorded("user_delete", user_resource(user)), SessionsEnded("user", user.id))
+
+
+async def delete_user(cmd: c.DeleteUser, uow: UnitOfWork) -> None:
+    await _delete_user(uow, await load_user(uow, cmd.user_id))
+    await uow.commit()
+
+
+async def bulk_delete_users(cmd: c.BulkDeleteUsers, uow: UnitOfWork) -> int:
+    ids = list(dict.fromkeys(cmd.user_ids))
+    if not ids or cmd.confirm_count != len(ids):
+        raise InvalidRequest(
+            "confirm_count_mismatch", f"confirm_count must be the number of users being deleted ({len(ids)})"
+        )
+    users = await uow.users.many(uow.actor.organization_id, ids)
+    if len(users) != len(ids):
+        raise NotFound("user_not_found", "some of these users do not exist; nothing was deleted")
+    for user in users:
+        await _delete_user(uow, user)
+        await uow.session.flush()
+    await uow.commit()
+    return len(users)
+
+
+async def suspend_user(cmd: c.SuspendUser, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    admin = await authorize_on_user(uow, Action.SUSPEND_USER, user, "user_suspended")
+    if user.state == UserState.SUSPENDED:
+        return user
+    if admin is not None:
+        await guard_last_billing_admin(
+            uow, admin, "suspend", Recorded("user_suspended", user_resource(user), success=False)
+        )
+        admin.end_sessions()
+        uow.collect(SessionsEnded("admin", admin.id))
+    previous = user.state
+    user.suspend()
+    uow.collect(
+        Recorded("user_suspended", user_resource(user), (Change("state", previous.value, user.state.value),)),
+        SessionsEnded("user", user.id),
+    )
+    await uow.commit()
+    return user
+
+
+async def activate_user(cmd: c.ActivateUser, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    event_type = "user_unsuspended" if user.state == UserState.SUSPENDED else "user_update"
+    await authorize_on_user(uow, Action.ACTIVATE_USER, user, event_type)
+    if user.state == UserState.ACTIVATED:
+        return user
+    previous = user.state
+    user.activate()
+    uow.collect(Recorded(event_type, user_resource(user), (Change("state", previous.value, user.state.value),)))
+    await uow.commit()
+    return user
+
+
+async def unlock_user(cmd: c.UnlockUser, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    await authorize_on_user(uow, Action.UNLOCK_USER, user, "user_unlocked")
+    if user.account_locked:
+        user.unlock()
+        uow.collect(Recorded("user_unlocked", user_resource(user), (Change("account_locked", True, False),)))
+        await uow.commit()
+    return user
+
+
+async def force_password_reset(cmd: c.ForcePasswordReset, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    await authorize_on_user(uow, Action.FORCE_PASSWORD_RESET, user, "user_update")
+    ensure_not_own_password(uow, user)
+    user.password_expires_at = now()
+    uow.collect(Recorded("user_update", user_resource(user), (Change("password_expired", False, True),)))
+    await uow.commit()
+    return user
+
+
+async def set_password(cmd: c.SetPassword, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    await authorize_on_user(uow, Action.SET_PASSWORD, user, "user_update")
+    ensure_not_own_password(uow, user)
+    user.password_hash = hash_password(validate_password(cmd.password, user.email))
+    user.password_expires_at = None
+    uow.collect(Recorded("user_update", user_resource(user), (Change("password", None, None),)))
+    await uow.commit()
+    return user
+
+
+async def change_password_authority(cmd: c.ChangePasswordAuthority, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    await authorize_on_user(uow, Action.CHANGE_PASSWORD_AUTHORITY, user, "user_update")
+    if cmd.authority != user.password_authority:
+        change = Change("password_authority", user.password_authority.value, cmd.authority.value)
+        user.password_authority = cmd.authority
+        uow.collect(Recorded("user_update", user_resource(user), (change,)))
+        await uow.commit()
+    return user
+
+
+async def enroll_totp(cmd: c.EnrollTotp, uow: UnitOfWork) -> dict[str, str]:
+    user = await load_user(uow, cmd.user_id)
+    await authorize_on_user(uow, Action.TOTP_ENROLL_RESET, user, "user_update")
+    if await uow.totp.first(user.organization_id, user_id=user.id):
+        raise Conflict("totp_already_enrolled", "the user already has TOTP; reset it first")
+    secret = pyotp.random_base32()
+    await uow.totp.insert(organization_id=user.organization_id, user_id=user.id, secret_encrypted=uow.box.seal(secret))
+    uow.collect(Recorded("user_update", user_resource(user), (Change("totp", None, None),)))
+    await uow.commit()
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
+    return {"secret": secret, "otpauth_uri": uri}
+
+
+async def reset_totp(cmd: c.ResetTotp, uow: UnitOfWork) -> None:
+    user = await load_user(uow, cmd.user_id)
+    await authorize_on_user(uow, Action.TOTP_ENROLL_RESET, user, "user_update")
+    if not await uow.totp.delete(user.organization_id, user_id=user.id):
+        raise NotFound("totp_not_enrolled", "the user has no TOTP to reset")
+    uow.collect(Recorded("user_update", user_resource(user), (Change("totp", None, None),)))
+    await uow.commit()
+
+
+async def set_mfa_required(cmd: c.SetMfaRequired, uow: UnitOfWork) -> User:
+    user = await load_user(uow, cmd.user_id)
+    action = Action.REQUIRE_MFA if cmd.required else Action.REMOVE_MFA_REQUIREMENT
+    await authorize_on_user(uow, action, user, "user_update")
+    if user.mfa_required != cmd.required:
+        uow.collect(Recorded("user_update", user_resource(user), (Change("mfa_required", user.mfa_required,
+                                                                              cmd.required),)))
+        user.mfa_required = cmd.required
+        await uow.commit()
+    return user
+
+
+async def _delete_credential(uow: UnitOfWork, user_id: str, action: Action, table_attr: str, row_id: str,
+                             field: str) -> None:
+    user = await load_user(uow, user_id)
+    await authorize_on_user(uow, action, user, "user_update")
+    rows = getattr(uow, table_attr)
+    if not await rows.delete(user.organization_id, id=row_id, user_id=user.id):
+        raise NotFound(f"{field}_not_found", f"the user has no such {field.replace('_', ' ')}")
+    uow.collect(Recorded("user_update", user_resource(user), (Change(field, row_id, None),)))
+    await uow.commit()
+
+
+async def delete_webauthn_credential(cmd: c.DeleteWebauthnCredential, uow: UnitOfWork) -> None:
+    await _delete_credential(uow, cmd.user_id, Action.WEBAUTHN_CHANGE, "webauthn", cmd.credential_id,
+                             "webauthn_credential")
+
+
+async def delete_push_device(cmd: c.DeletePushDevice, uow: UnitOfWork) -> None:
+    await _delete_credential(uow, cmd.user_id, Action.PUSH_CHANGE, "push_devices", cmd.device_id, "push_device")
+
+
+async def delete_ssh_key(cmd: c.DeleteSshKey, uow: UnitOfWork) -> None:
+    await _delete_credential(uow, cmd.user_id, Action.SSH_KEY_CHANGE, "ssh_keys", cmd.key_id, "ssh_key")
+
+
+async def add_ssh_key(cmd: c.AddSshKey, uow: UnitOfWork) -> dict[str, Any]:
+    user = await load_user(uow, cmd.user_id)
+    await authorize_on_user(uow, Action.SSH_KEY_CHANGE, user, "user_update")
+    try:
+        key = serialization.load_ssh_public_key(cmd.public_key.strip().encode())
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest("invalid_ssh_key", "public_key is not an OpenSSH public key") from exc
+    raw = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    digest = hashlib.sha256(base64.b64decode(raw.split()[1])).digest()
+    fingerprint = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    name = cmd.name.strip() or fingerprint
+    key_id = await uow.ssh_keys.insert(
+        organization_id=user.organization_id, user_id=user.id, name=name,
+        public_key=cmd.public_key.strip(), fingerprint=fingerprint,
+    )
+    uow.collect(Recorded("user_update", user_resource(user), (Change("ssh_key", None, fingerprint),)))
+    await uow.commit()
+    return {"id": key_id, "name": name, "fingerprint": fingerprint}
+
+
+# --- admins ----------------------------------------------------------------------------------
+
+
+async def create_admin(cmd: c.CreateAdmin, uow: UnitOfWork) -> tuple[Admin, str]:
+    email = validate_email(cmd.email)
+    authorize(uow, Action.MANAGE_ADMINS, True, Recorded("admin_create", Resource("admin", "", email=email),
+                                                         success=False))
+    if await uow.admins.by_email(uow.actor.organization_id, email):
+        raise Conflict("email_taken", "another admin has this email")
+    secret = pyotp.random_base32()
+    admin = Admin(
+        uow.actor.organization_id, email, cmd.role, api_access=cmd.api_access,
+        password_hash=hash_password(validate_password(cmd.password, email)),
+        totp_secret=uow.box.seal(secret), mfa_enrollment=MfaEnrollment.TOTP,
+    )
+    uow.admins.add(admin)
+    uow.collect(Recorded("admin_create", admin_resource(admin), (Change("role", None, admin.role.value),)))
+    await uow.commit()
+    return admin, secret
+
+
+async def create_admin_from_user(cmd: c.CreateAdminFromUser, uow: UnitOfWork) -> Admin:
+    org_id = uow.actor.organization_id
+    if cmd.user_id:
+        user = await load_user(uow, cmd.user_id)
+    elif cmd.email:
+        found = await uow.users.by_email(org_id, cmd.email)
+        if found is None:
+            raise NotFound("user_not_found", "no user has this email")
+        user = found
+    else:
+        raise InvalidRequest("user_required", "give user_id or email")
+    existing = await authorize_on_user(uow, Action.ASSIGN_ADMIN_ROLE, user, "admin_create")
+    if existing is not None:
+        raise Conflict("user_already_admin", "this user already holds an admin role")
+    if await uow.admins.by_email(org_id, user.email):
+        raise Conflict(
+            "admin_email_exists", "an admin with this email exists; link it to the user with link-user instead"
+        )
+    admin = Admin.from_user(user, cmd.role, cmd.api_access, await enrolled_factors(uow.session, org_id, user.id))
+    uow.admins.add(admin)
+    uow.collect(
+        Recorded("user_update", user_resource(user), (Change("admin", None, admin.role.value),)),
+        Recorded("admin_create", admin_resource(admin), (Change("linked_user_id", None, user.id),
+                                                         Change("role", None, admin.role.value))),
+        role_notice("admin_role_assigned", user, admin),
+    )
+    await uow.commit()
+    return admin
+
+
+async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
+    org_id = uow.actor.organization_id
+    admin = await load_admin(uow, cmd.admin_id)
+    authorize(uow, Action.ASSIGN_ADMIN_ROLE, True, Recorded("admin_update", admin_resource(admin), success=False))
+    require_acknowledgement(cmd.acknowledge)
+    user = await uow.users.by_email(org_id, admin.email)
+    if user is None:
+        raise NotFound("matching_user_not_found", "no user has this admin's email; make the emails match first")
+    if await uow.admins.by_linked_user(org_id, user.id):
+        raise Conflict("user_already_admin", "this user already holds an admin role")
+    changes = admin.link_to(user, await enrolled_factors(uow.session, org_id, user.id))
+    uow.collect(
+        Recorded("user_update", user_resource(user), (Change("admin", None, admin.role.value),)),
+        Recorded("admin_update", admin_resource(admin), tuple(changes)),
+        SessionsEnded("admin", admin.id),
+        role_notice("admin_role_assigned", user, admin),
+    )
+    await uow.commit()
+    return admin
+
+
+async def remove_admin_access(cmd: c.RemoveAdminAccess, uow: UnitOfWork) -> None:
+    admin = await load_admin(uow, cmd.admin_id)
+    denial = Recorded("admin_delete", admin_resource(admin), success=False)
+    authorize(uow, Action.REMOVE_ADMIN_ACCESS, True, denial)
+    require_acknowledgement(cmd.acknowledge)
+    await guard_last_billing_admin(uow, admin, "remove admin access of", denial)
+    user = await uow.users.get(admin.organization_id, admin.linked_user_id) if admin.linked_user_id else None
+    await uow.api_keys.delete(admin.organization_id, admin_id=admin.id)
+    await uow.admins.delete(admin)
+    if user is not None:
+        uow.collect(
+            Recorded("user_update", user_resource(user), (Change("admin", admin.role.value, None),)),
+            role_notice("admin_role_removed", user, admin),
+        )
+    uow.collect(Recorded("admin_delete", admin_resource(admin)), SessionsEnded("admin", admin.id))
+    await uow.commit()
+
+
+async def update_admin(cmd: c.UpdateAdmin, uow: UnitOfWork) -> Admin:
+    admin = await load_admin(uow, cmd.admin_id)
+    denial = Recorded("admin_update", admin_resource(admin), success=False)
+    authorize(uow, Action.MANAGE_ADMINS, True, denial)
+    changes: list[Change] = []
+    if cmd.role is not None and cmd.role != admin.role:
+        if admin.role == Role.BILLING:
+            await guard_last_billing_admin(uow, admin, f"change the role to {cmd.role.value} of", denial)
+        changes.append(admin.change_role(cmd.role))  # type: ignore[arg-type]
+    if cmd.api_access is not None and cmd.api_access != admin.api_access:
+        changes.append(Change("api_access", admin.api_access, cmd.api_access))
+        admin.api_access = cmd.api_access
+    if cmd.email is not None and cmd.email.strip() != admin.email:
+        email = validate_email(cmd.email)
+        if not admin.is_linked:
+            await ensure_email_free(uow, email, user=None, admin=admin)
+        changes.append(admin.change_own_email(email))  # a linked admin's email follows its user's
+    if changes:
+        uow.collect(Recorded("admin_update", admin_resource(admin), tuple(changes)))
+        await uow.commit()
+    return admin
+
+
+async def issue_api_key(cmd: c.IssueApiKey, uow: UnitOfWork) -> dict[str, Any]:
+    admin = await load_admin(uow, cmd.admin_id)
+    authorize(uow, Action.MANAGE_ADMINS, True, Recorded("admin_update", admin_resource(admin), success=False))
+    if not admin.api_access:
+        raise Conflict("api_access_disabled", "enable API access for this admin first")
+    key, prefix, digest = new_api_key()
+    expires_at = now() + timedelta(days=365)
+    key_id = await uow.api_keys.insert(
+        organization_id=admin.organization_id, admin_id=admin.id, prefix=prefix, key_hash=digest,
+        expires_at=expires_at,
+    )
+    uow.collect(Recorded("admin_update", admin_resource(admin), (Change("api_key", None, None),)))
+    await uow.commit()
+    return {"id": key_id, "key": key, "prefix": prefix, "expires_at": expires_at.isoformat()}
+
+
+Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
+
+HANDLERS: dict[type[c.Command], Handler] = {
+    c.CreateUser: create_user,
+    c.UpdateUser: update_user,
+    c.DeleteUser: delete_user,
+    c.BulkDeleteUsers: bulk_delete_users,
+    c.SuspendUser: suspend_user,
+    c.ActivateUser: activate_user,
+    c.UnlockUser: unlock_user,
+    c.ForcePasswordReset: force_password_reset,
+    c.SetPassword: set_password,
+    c.ChangePasswordAuthority: change_password_authority,
+    c.EnrollTotp: enroll_totp,
+    c.ResetTotp: reset_totp,
+    c.SetMfaRequired: set_mfa_required,
+    c.DeleteWebauthnCredential: delete_webauthn_credential,
+    c.DeletePushDevice: delete_push_device,
+    c.AddSshKey: add_ssh_key,
+    c.DeleteSshKey: delete_ssh_key,
+    c.CreateAdmin: create_admin,
+    c.CreateAdminFromUser: create_admin_from_user,
+    c.LinkAdminToUser: link_admin_to_user,
+    c.RemoveAdminAccess: remove_admin_access,
+    c.UpdateAdmin: update_admin,
+    c.IssueApiKey: issue_api_key,
+}
