@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -26,6 +27,7 @@ from service.domain.events import Change, MailRequested, Recorded, Resource, Ses
 from service.domain.model import (
     Admin,
     MfaEnrollment,
+    Organization,
     Role,
     User,
     UserState,
@@ -514,6 +516,28 @@ async def issue_api_key(cmd: c.IssueApiKey, uow: UnitOfWork) -> dict[str, Any]:
     return {"id": key_id, "key": key, "prefix": prefix, "expires_at": expires_at.isoformat()}
 
 
+async def bootstrap_organization(cmd: c.BootstrapOrganization, uow: UnitOfWork) -> dict[str, str]:
+    """Creates the organization and its first Administrator with Billing, with a password,
+    TOTP and an API key, each shown once."""
+    email = validate_email(cmd.email)
+    if not cmd.name.strip():
+        raise InvalidRequest("invalid_name", "the organization needs a name")
+    org = Organization(cmd.name.strip(), id=uow.actor.organization_id)
+    uow.organizations.add(org)
+    await uow.session.flush()  # the organization row first: everything else refers to it
+    password, secret = secrets.token_urlsafe(18), pyotp.random_base32()
+    admin = Admin(org.id, email, Role.BILLING, api_access=True, password_hash=hash_password(password),
+                  totp_secret=uow.box.seal(secret), mfa_enrollment=MfaEnrollment.TOTP)
+    uow.admins.add(admin)
+    await uow.session.flush()
+    key, prefix, digest = new_api_key()
+    await uow.api_keys.insert(organization_id=org.id, admin_id=admin.id, prefix=prefix, key_hash=digest)
+    uow.collect(Recorded("admin_create", admin_resource(admin), (Change("role", None, admin.role.value),)))
+    await uow.commit()
+    return {"organization_id": org.id, "admin_id": admin.id, "email": email, "api_key": key,
+            "password": password, "totp_secret": secret}
+
+
 Handler = Callable[[Any, UnitOfWork], Awaitable[Any]]
 
 HANDLERS: dict[type[c.Command], Handler] = {
@@ -540,4 +564,5 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.RemoveAdminAccess: remove_admin_access,
     c.UpdateAdmin: update_admin,
     c.IssueApiKey: issue_api_key,
+    c.BootstrapOrganization: bootstrap_organization,
 }

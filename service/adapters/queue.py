@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Any
 
+import arq.worker
 import fakeredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import ConnectionPool
@@ -27,11 +28,25 @@ def deserialize(data: bytes) -> dict[str, Any]:
 
 
 class EmbeddedArqRedis(ArqRedis):
-    """ArqRedis over an in-process fakeredis server. fakeredis does not implement INFO, which
-    arq's worker only uses to log the server's version and memory at start."""
+    """ArqRedis over an in-process fakeredis server."""
 
     async def info(self, section: str | None = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return {"redis_version": "fakeredis", "used_memory_human": "?", "connected_clients": 1}
+        return {"redis_version": "fakeredis (embedded)", "used_memory_human": "?", "connected_clients": 1}
+
+
+_log_redis_info = arq.worker.log_redis_info
+
+
+async def _log_redis_info_or_skip(redis: Any, log_func: Any) -> None:
+    # fakeredis does not implement INFO, which arq's worker sends at start only to log the
+    # server's version and memory; skip it for the embedded server, keep it for real Redis.
+    if isinstance(redis, EmbeddedArqRedis):
+        log_func("redis_version=fakeredis (embedded, in-process)")
+        return
+    await _log_redis_info(redis, log_func)
+
+
+arq.worker.log_redis_info = _log_redis_info_or_skip  # type: ignore[assignment]
 
 
 def embedded_pool(server: fakeredis.FakeServer, queue_name: str) -> ArqRedis:

@@ -169,3 +169,11 @@ class UpdateAdmin(Command):
 @dataclass(frozen=True)
 class IssueApiKey(Command):
     admin_id: str
+
+
+@dataclass(frozen=True)
+class BootstrapOrganization(Command):
+    """A new organization and its first Administrator with Billing (from the CLI)."""
+
+    name: str
+    email: str

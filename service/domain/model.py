@@ -57,7 +57,7 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-def _aware(moment: datetime | None) -> datetime | None:
+def aware(moment: datetime | None) -> datetime | None:
     # SQLite hands datetimes back without a zone; everything stored is UTC.
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
@@ -94,7 +94,7 @@ class User:
         return normalise_email(self.email)
 
     def password_expired(self, at: datetime | None = None) -> bool:
-        expires = _aware(self.password_expires_at)
+        expires = aware(self.password_expires_at)
         return expires is not None and expires <= (at or now())
 
     def end_sessions(self) -> None:

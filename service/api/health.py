@@ -1,0 +1,41 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from service.api.context import services_of
+
+routes = web.RouteTableDef()
+CHECK_TIMEOUT = 2.0
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    services = services_of(request)
+
+    async def database() -> None:
+        async with services.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def redis() -> None:
+        await services.redis.ping()
+
+    checks = {"database": database, "redis": redis}
+    failing = {}
+    for name, check in checks.items():
+        try:
+            await asyncio.wait_for(check(), CHECK_TIMEOUT)
+        except Exception as exc:  # any failure means "not ready"; the reason is reported
+            failing[name] = type(exc).__name__
+    if failing:
+        return web.json_response({"status": "unavailable", "failing": failing}, status=503)
+    return web.json_response({"status": "ready", "checks": dict.fromkeys(checks, "ok")})

@@ -1,0 +1,71 @@
+"""The composition root: wires adapters for production, for the embedded default and for tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import fakeredis
+from arq.connections import ArqRedis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.adapters import db
+from service.adapters.crypto import SecretBox
+from service.adapters.jobs import JobStore
+from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
+from service.adapters.orm import start_mappers
+from service.adapters.queue import Queue, embedded_pool, redis_pool
+from service.adapters.sessions import SessionStore
+from service.adapters.unit_of_work import UnitOfWork
+from service.config import Settings
+from service.domain.commands import Actor
+from service.messagebus import MessageBus
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    redis: ArqRedis
+    queue: Queue
+    box: SecretBox
+    sessions: SessionStore
+    mailer: Mailer
+    jobs: JobStore
+
+    def uow(self, actor: Actor) -> UnitOfWork:
+        return UnitOfWork(self.session_factory, self.queue, self.box, actor)
+
+    @property
+    def bus(self) -> MessageBus:
+        return MessageBus(self.uow)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | None = None) -> Services:
+    start_mappers()
+    engine = db.make_engine(settings.database_url)
+    if migrate:
+        await db.upgrade(engine)
+    if redis is None:
+        if settings.redis_url is None:
+            redis = embedded_pool(fakeredis.FakeServer(), settings.queue_name)
+        else:
+            redis = await redis_pool(settings.redis_url, settings.queue_name)
+    session_factory = db.session_factory(engine)
+    queue = Queue(redis, settings.queue_name)
+    box = SecretBox(settings.secret_key)
+    return Services(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        redis=redis,
+        queue=queue,
+        box=box,
+        sessions=SessionStore(redis, settings.session_idle_seconds),
+        mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
+        jobs=JobStore(session_factory),
+    )

@@ -1,0 +1,151 @@
+"""``adminlink``: serve | web | worker | migrate | bootstrap."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+from arq.worker import Worker
+
+from service import config
+from service.adapters import db
+from service.api.app import create_app
+from service.bootstrap import Services, build
+from service.domain import commands as c
+from service.domain.errors import DomainError
+from service.domain.model import Role, new_id
+
+
+def in_process_worker(services: Services) -> Worker:
+    from workers.settings import worker_options
+
+    return Worker(
+        **worker_options(services.settings),
+        redis_pool=services.redis,
+        ctx={"services": services},
+        handle_signals=False,  # the process stops on our own signal handlers, below
+    )
+
+
+async def _until_stopped(worker: Worker | None) -> None:
+    """Runs the worker (if any) until SIGINT or SIGTERM, then lets it finish cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(worker.main()) if worker is not None else None
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([t for t in (task, waiter) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()  # type: ignore[union-attr]
+    waiter.cancel()
+
+
+async def _serve_web(services: Services, worker: Worker | None) -> None:
+    settings = services.settings
+    runner = web.AppRunner(create_app(services), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    mode = "embedded SQLite + in-process Redis" if settings.embedded_redis else "Redis " + str(settings.redis_url)
+    print(f"adminlink listening on http://{settings.host}:{settings.port}  ({mode})", flush=True)
+    try:
+        await _until_stopped(worker)
+    finally:
+        await runner.cleanup()
+        await services.close()
+
+
+async def serve(settings: config.Settings) -> None:
+    """One process: migrations applied, web app and a worker sharing one (possibly embedded) Redis."""
+    services = await build(settings, migrate=True)
+    await _serve_web(services, in_process_worker(services))
+
+
+async def web_only(settings: config.Settings) -> None:
+    await _serve_web(await build(settings), None)
+
+
+async def worker_only(settings: config.Settings) -> None:
+    if settings.embedded_redis:
+        raise SystemExit("adminlink worker needs ADMINLINK_REDIS_URL; `adminlink serve` runs an embedded worker")
+    services = await build(settings)
+    try:
+        await _until_stopped(in_process_worker(services))
+    finally:
+        await services.close()
+
+
+async def migrate(settings: config.Settings, revision: str, down: bool) -> None:
+    engine = db.make_engine(settings.database_url)
+    try:
+        await (db.downgrade(engine, revision) if down else db.upgrade(engine, revision))
+    finally:
+        await engine.dispose()
+    print(f"database {'downgraded' if down else 'upgraded'} to {revision}")
+
+
+async def bootstrap(settings: config.Settings, org: str, email: str) -> dict[str, Any]:
+    services = await build(settings, migrate=True)
+    try:
+        actor = c.Actor(new_id(), "cli", "system", Role.BILLING, source="cli", name="adminlink bootstrap")
+        created: dict[str, Any] = await services.bus.handle(c.BootstrapOrganization(actor, org, email))
+        return created
+    finally:
+        await services.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="adminlink", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="web app + worker in one process, migrations applied (embedded defaults)")
+    sub.add_parser("web", help="the web app alone (production, with ADMINLINK_REDIS_URL)")
+    sub.add_parser("worker", help="an arq worker alone (production, with ADMINLINK_REDIS_URL)")
+    m = sub.add_parser("migrate", help="upgrade the database schema (or downgrade with --down)")
+    m.add_argument("revision", nargs="?", default=None)
+    m.add_argument("--down", action="store_true")
+    b = sub.add_parser("bootstrap", help="create an organization and its first Administrator with Billing")
+    b.add_argument("--org", required=True)
+    b.add_argument("--email", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = config.load()
+    except config.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if args.command == "serve":
+            asyncio.run(serve(settings))
+        elif args.command == "web":
+            asyncio.run(web_only(settings))
+        elif args.command == "worker":
+            asyncio.run(worker_only(settings))
+        elif args.command == "migrate":
+            asyncio.run(migrate(settings, args.revision or ("base" if args.down else "head"), args.down))
+        elif args.command == "bootstrap":
+            created = asyncio.run(bootstrap(settings, args.org, args.email))
+            print(json.dumps(created, indent=2))
+            print("The API key, password and TOTP secret are shown this once; only their hashes or "
+                  "encrypted forms are stored.", file=sys.stderr)
+    except DomainError as exc:
+        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
