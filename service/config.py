@@ -92,7 +92,7 @@ def _secret_key(env: Mapping[str, str], data_dir: Path) -> bytes:
     return key
 
 
-def _normalise_database_url(url: str) -> str:
+def normalise_database_url(url: str) -> str:
     """Accept the URLs people paste (postgres://, postgresql://) and pick the async driver."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
@@ -110,7 +110,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         data_dir.mkdir(parents=True, exist_ok=True)
     return Settings(
         data_dir=data_dir,
-        database_url=_normalise_database_url(database_url),
+        database_url=normalise_database_url(database_url),
         redis_url=env.get(PREFIX + "REDIS_URL") or None,
         smtp_url=env.get(PREFIX + "SMTP_URL") or None,
         mail_from=env.get(PREFIX + "MAIL_FROM") or "adminlink <no-reply@adminlink.localhost>",

@@ -50,7 +50,7 @@ arq.worker.log_redis_info = _log_redis_info_or_skip  # type: ignore[assignment]
 
 
 def embedded_pool(server: fakeredis.FakeServer, queue_name: str) -> ArqRedis:
-    pool = ConnectionPool(connection_class=fakeredis.FakeAsyncConnection, server=server)
+    pool = ConnectionPool(connection_class=fakeredis.FakeAsyncRedisConnection, server=server)
     return EmbeddedArqRedis(
         connection_pool=pool,
         job_serializer=serialize,

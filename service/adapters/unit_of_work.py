@@ -50,7 +50,7 @@ class UnitOfWork:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.session.rollback()
+        # close() rolls back whatever was not committed and leaves loaded objects readable.
         await self.session.close()
 
     def collect(self, *events: Event) -> None:

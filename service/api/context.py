@@ -8,7 +8,7 @@ from service.bootstrap import Services
 from service.domain.commands import Actor
 
 SERVICES = web.AppKey("services", Services)
-ACTOR = "actor"
+ACTOR = web.RequestKey("actor", Actor)
 
 
 def services_of(request: web.Request) -> Services:

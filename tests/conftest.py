@@ -1,0 +1,195 @@
+"""Shared fixtures. By default the suite runs on the embedded defaults (a SQLite file and an
+in-process fakeredis). With ADMINLINK_TEST_DATABASE_URL / ADMINLINK_TEST_REDIS_URL set, the same
+tests run against real PostgreSQL and Redis.
+
+Tests share one migrated database: every test works in organizations of its own, and every query
+is scoped to an organization, so tests cannot see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from aiohttp.test_utils import TestClient
+from aiosmtpd.controller import Controller
+
+from service import config
+from service.adapters import db
+from service.adapters.queue import embedded_pool, redis_pool
+from service.api.app import create_app
+from service.bootstrap import Services, build
+from service.cli import in_process_worker
+from service.domain import commands as c
+from service.domain.model import Role, new_id
+
+TEST_DATABASE_URL = os.environ.get("ADMINLINK_TEST_DATABASE_URL")
+TEST_REDIS_URL = os.environ.get("ADMINLINK_TEST_REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = TEST_DATABASE_URL or f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    url = config.normalise_database_url(url)
+
+    async def fresh_schema() -> None:
+        engine = db.make_engine(url)
+        await db.downgrade(engine, "base")
+        await db.upgrade(engine, "head")
+        await engine.dispose()
+
+    asyncio.run(fresh_schema())
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> config.Settings:
+    env = {
+        "ADMINLINK_DATA_DIR": str(tmp_path / "data"),
+        "ADMINLINK_DATABASE_URL": database_url,
+        "ADMINLINK_SECRET_KEY": "test-secret-key-" + "x" * 32,
+        "ADMINLINK_JOB_POLL_DELAY": "0.01",
+        "ADMINLINK_COOKIE_SECURE": "false",
+    }
+    if TEST_REDIS_URL:
+        env["ADMINLINK_REDIS_URL"] = TEST_REDIS_URL
+    return config.load(env)
+
+
+@pytest.fixture
+async def services(settings: config.Settings) -> AsyncIterator[Services]:
+    if settings.redis_url:
+        redis = await redis_pool(settings.redis_url, settings.queue_name)
+        await redis.flushdb()
+    else:
+        redis = embedded_pool(fakeredis.FakeServer(), settings.queue_name)
+    built = await build(settings, redis=redis)
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+async def client(services: Services, aiohttp_client: Any) -> TestClient:
+    return await aiohttp_client(create_app(services))
+
+
+@pytest.fixture
+async def worker(services: Services) -> AsyncIterator[None]:
+    """A real arq worker, in this process, on the same Redis as the web app."""
+    running = in_process_worker(services)
+    task = asyncio.create_task(running.main())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await running.close()
+
+
+@dataclass
+class Org:
+    id: str
+    admin_id: str
+    email: str
+    key: str
+    password: str
+    totp_secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-api-key": self.key}
+
+
+async def bootstrap_org(services: Services, name: str = "Acme") -> Org:
+    actor = c.Actor(new_id(), "test", "system", Role.BILLING, source="cli")
+    made = await services.bus.handle(c.BootstrapOrganization(actor, name, f"owner-{new_id()[:8]}@acme.test"))
+    return Org(made["organization_id"], made["admin_id"], made["email"], made["api_key"], made["password"],
+               made["totp_secret"])
+
+
+@pytest.fixture
+async def org(services: Services) -> Org:
+    return await bootstrap_org(services)
+
+
+@dataclass
+class Mailbox:
+    messages: list[Any]
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd API)
+        self.messages.append(envelope)
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[str, Mailbox]]:
+    """A real SMTP server (aiosmtpd) on loopback; yields its URL and what it received."""
+    mailbox = Mailbox([])
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield f"smtp://127.0.0.1:{port}", mailbox
+    controller.stop()
+
+
+class Api:
+    """The management API as a client sees it, with one admin's API key."""
+
+    def __init__(self, client: TestClient, key: str) -> None:
+        self.client = client
+        self.key = key
+
+    async def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
+        response = await self.client.request(method, path, json=body, headers={"x-api-key": self.key, **headers})
+        text = await response.text()
+        return response.status, (await response.json() if text else None)
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        return await self.call("GET", path)
+
+    async def post(self, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
+        return await self.call("POST", path, body, **headers)
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, data = await self.call(method, path, body)
+        assert status < 300, (method, path, status, data)
+        return data
+
+    async def user(self, email: str | None = None, *, mfa: bool = True, **fields: Any) -> dict[str, Any]:
+        """A user with a password and, unless told otherwise, TOTP enrolled."""
+        email = email or f"user-{new_id()[:10]}@acme.test"
+        body = {"email": email, "username": email.split("@")[0], "password": "a long user password 1",
+                **fields}
+        user = await self.ok("POST", "/api/v1/users", body)
+        if mfa:
+            user["totp_secret"] = (await self.ok("POST", f"/api/v1/users/{user['id']}/mfa/totp"))["secret"]
+        return user
+
+    async def admin_with_key(self, role: Role, email: str | None = None) -> tuple[dict[str, Any], Api]:
+        """A classic admin with its own password and TOTP, and an API key of its own."""
+        email = email or f"admin-{new_id()[:10]}@acme.test"
+        admin = await self.ok("POST", "/api/v1/admins", {"email": email, "role": role.value,
+                                                          "password": "a long admin password 1",
+                                                          "api_access": True})
+        key = (await self.ok("POST", f"/api/v1/admins/{admin['id']}/api-keys"))["key"]
+        return admin, Api(self.client, key)
+
+    async def admin_from_user(self, user: dict[str, Any], role: Role = Role.BILLING) -> dict[str, Any]:
+        return await self.ok("POST", "/api/v1/admins/from-user",
+                             {"user_id": user["id"], "role": role.value, "api_access": True})
+
+
+@pytest.fixture
+def api(client: TestClient, org: Org) -> Api:
+    return Api(client, org.key)
