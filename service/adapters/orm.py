@@ -73,6 +73,11 @@ users = sa.Table(
     sa.Column("mfa_required", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("auth_epoch", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", TS, nullable=False),
+    # SCIM: the provider's id, and when a provider "deleted" a user that was only suspended.
+    sa.Column("external_id", sa.String(300)),
+    sa.Column("scim_deleted_at", TS),
+    sa.Column("updated_at", TS),
+    sa.Index("ix_users_org_external_id", "organization_id", "external_id"),
 )
 # Emails and usernames are unique per organization, case-insensitively.
 sa.Index("uq_users_org_email", users.c.organization_id, sa.func.lower(users.c.email), unique=True)
@@ -226,7 +231,9 @@ jobs = sa.Table(
     sa.Column("finished_at", TS),
     sa.Column("result", sa.JSON),
     sa.Column("error", sa.Text),
+    sa.Column("defer_until", TS),
     sa.Index("ix_jobs_status_created", "status", "created_at"),
+    sa.Index("ix_jobs_org_created", "organization_id", "created_at"),
 )
 
 idempotency_keys = sa.Table(
@@ -238,6 +245,69 @@ idempotency_keys = sa.Table(
     sa.Column("status_code", sa.Integer),
     sa.Column("response", sa.JSON),
     sa.Column("created_at", TS, nullable=False),
+)
+
+
+integrations = sa.Table(
+    "integrations",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("kind", sa.String(20), nullable=False),  # scim | hr | directory
+    sa.Column("provider", sa.String(40)),  # generic | bamboohr | personio | okta | entra | ...
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", _enum(Role), nullable=False),
+    sa.Column("delete_mode", sa.String(20), nullable=False, server_default="suspend"),
+    sa.Column("token_hash", sa.String(64), unique=True),  # SCIM bearer token (hash only)
+    sa.Column("secret_encrypted", sa.String(500)),  # webhook signing secret (encrypted)
+    sa.Column("previous_secret_encrypted", sa.String(500)),  # accepted until previous_secret_expires_at
+    sa.Column("previous_secret_expires_at", TS),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("rotated_at", TS),
+    sa.UniqueConstraint("organization_id", "name", name="uq_integrations_org_name"),
+)
+
+duo_configs = sa.Table(
+    "duo_configs",
+    metadata,
+    sa.Column("organization_id", sa.String(32), sa.ForeignKey("organizations.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("client_id", sa.String(100), nullable=False),
+    sa.Column("client_secret_encrypted", sa.String(500), nullable=False),
+    sa.Column("api_host", sa.String(300), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS),
+)
+
+# The newest occurred_at applied per (user, attribute): an older event is stale, never applied.
+attribute_versions = sa.Table(
+    "attribute_versions",
+    metadata,
+    sa.Column("organization_id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), primary_key=True),
+    sa.Column("attribute", sa.String(60), primary_key=True),
+    sa.Column("occurred_at", TS, nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("display_name", sa.String(300), nullable=False),
+    sa.Column("external_id", sa.String(300)),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+)
+
+group_members = sa.Table(
+    "group_members",
+    metadata,
+    sa.Column("group_id", sa.String(32), sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("organization_id", sa.String(32), nullable=False),
 )
 
 

@@ -86,6 +86,9 @@ class User:
     password_authority: PasswordAuthority = PasswordAuthority.ADMINLINK
     mfa_required: bool = False
     auth_epoch: int = 0
+    external_id: str | None = None
+    scim_deleted_at: datetime | None = None
+    updated_at: datetime | None = None
     id: str = field(default_factory=new_id)
     created_at: datetime = field(default_factory=now)
 
