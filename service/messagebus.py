@@ -14,7 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from service.adapters.unit_of_work import UnitOfWork
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, DomainError
-from service.handlers import HANDLERS
+from service import handlers, integrations
+
+HANDLERS = {**handlers.HANDLERS, **integrations.HANDLERS}
 
 UnitOfWorkFactory = Callable[[Actor], UnitOfWork]
 

@@ -39,6 +39,7 @@ class Action(enum.StrEnum):
     READ_ADMINS = "read_admins"
     MANAGE_ADMINS = "manage_admins"
     READ_MAIL_OUTBOX = "read_mail_outbox"
+    MANAGE_INTEGRATIONS = "manage_integrations"
 
 
 ALL_ROLES = frozenset(Role)
@@ -77,6 +78,7 @@ PERMISSIONS: dict[Action, Cell] = {
     Action.READ_ADMINS: Cell(ALL_ROLES, ALL_ROLES),
     Action.MANAGE_ADMINS: Cell(BILLING_ONLY, BILLING_ONLY),
     Action.READ_MAIL_OUTBOX: Cell(OPERATORS, OPERATORS),
+    Action.MANAGE_INTEGRATIONS: Cell(BILLING_ONLY, BILLING_ONLY),
 }
 
 _RANK = [Role.READ_ONLY, Role.HELP_DESK, Role.MANAGER, Role.ADMINISTRATOR, Role.BILLING]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,6 +53,9 @@ class UnitOfWork:
     ) -> None:
         # close() rolls back whatever was not committed and leaves loaded objects readable.
         await self.session.close()
+
+    def rows(self, table: Any) -> Rows:
+        return Rows(self.session, table)
 
     def collect(self, *events: Event) -> None:
         self.events.extend(events)

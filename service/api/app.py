@@ -14,13 +14,14 @@ from sqlalchemy.exc import IntegrityError
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
-from service.api import auth, health, management, openapi
+from service.api import auth, health, insights, management, openapi, ops, signin
 from service.api.context import ACTOR, SERVICES, actor_of, services_of
 from service.api.errors import ApiError, error_body, status_for, to_response, unauthorized
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.model import Admin, aware, now
+from webhooks import receivers, scim
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,12 @@ async def actor_for_api_key(services: Services, key: str, request: web.Request) 
     )
 
 
+API_KEY_PATHS = ("/api/", "/insights/")
+
+
 @web.middleware
 async def api_key_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/api/"):
+    if request.path.startswith(API_KEY_PATHS):
         key = request.headers.get("x-api-key", "")
         if not key:
             raise unauthorized()
@@ -149,8 +153,6 @@ def create_app(services: Services) -> web.Application:
         client_max_size=1 << 20,
     )
     app[SERVICES] = services
-    app.add_routes(health.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(auth.routes)
-    app.add_routes(management.routes)
+    for part in (health, openapi, auth, signin, management, ops, insights, scim, receivers):
+        app.add_routes(part.routes)
     return app

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from service import handlers, policy, views
+from service import handlers, integrations, policy, views
 from service.adapters import orm
 from service.api import inputs
 from service.api.context import actor_of, services_of
@@ -285,6 +285,43 @@ async def update_admin(request: web.Request) -> web.Response:
 async def issue_api_key(request: web.Request) -> web.Response:
     issued = await run(request, c.IssueApiKey(actor_of(request), request.match_info["admin_id"]))
     return web.json_response(issued, status=201)
+
+
+# --- integrations ----------------------------------------------------------------------------
+
+
+@routes.post("/api/v1/integrations")
+async def create_integration(request: web.Request) -> web.Response:
+    data = await inputs.json_body(request)
+    role = inputs.choice(data, "role", Role, required=True)
+    assert role is not None
+    command = c.CreateIntegration(
+        actor_of(request), kind=inputs.required_string(data, "kind", max_length=20),
+        name=inputs.required_string(data, "name", max_length=200), role=role,
+        provider=inputs.string(data, "provider", max_length=40) or "generic",
+        delete_mode=inputs.string(data, "delete_mode", max_length=20) or "suspend",
+    )
+    return web.json_response(await run(request, command), status=201)
+
+
+@routes.get("/api/v1/integrations")
+async def list_integrations(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    policy.authorize(Action.MANAGE_INTEGRATIONS, actor.role)
+    async with services_of(request).uow(actor) as uow:
+        return web.json_response({"results": await integrations.list_integrations(uow)})
+
+
+@routes.post("/api/v1/integrations/{integration_id}/rotate")
+async def rotate_integration(request: web.Request) -> web.Response:
+    command = c.RotateIntegrationCredential(actor_of(request), request.match_info["integration_id"])
+    return web.json_response(await run(request, command))
+
+
+@routes.delete("/api/v1/integrations/{integration_id}")
+async def delete_integration(request: web.Request) -> web.Response:
+    await run(request, c.DeleteIntegration(actor_of(request), request.match_info["integration_id"]))
+    return web.Response(status=204)
 
 
 # --- policy and outbox -----------------------------------------------------------------------

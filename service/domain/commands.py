@@ -177,3 +177,22 @@ class BootstrapOrganization(Command):
 
     name: str
     email: str
+
+
+@dataclass(frozen=True)
+class CreateIntegration(Command):
+    kind: str  # scim | hr | directory
+    name: str
+    role: Role
+    provider: str = "generic"
+    delete_mode: str = "suspend"
+
+
+@dataclass(frozen=True)
+class RotateIntegrationCredential(Command):
+    integration_id: str
+
+
+@dataclass(frozen=True)
+class DeleteIntegration(Command):
+    integration_id: str

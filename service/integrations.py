@@ -1,0 +1,140 @@
+"""Integrations: SCIM providers (bearer token) and HR / directory senders (signed webhooks).
+Each acts with an admin role and a name of its own. Credentials are shown once."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.adapters import orm
+from service.adapters.crypto import token_hash
+from service.adapters.unit_of_work import UnitOfWork
+from service.domain import commands as c
+from service.domain.errors import Conflict, InvalidRequest, NotFound
+from service.domain.events import Change, Recorded, Resource
+from service.domain.model import now
+from service.handlers import authorize
+from service.policy import Action
+
+KINDS = ("scim", "hr", "directory")
+DELETE_MODES = ("suspend", "delete")
+PROVIDERS = {
+    "scim": ("generic", "okta", "entra", "onelogin"),
+    "hr": ("generic", "bamboohr", "personio", "workday", "rippling"),
+    "directory": ("generic",),
+}
+# After a rotation the previous webhook secret keeps working this long, so senders can switch.
+ROTATION_GRACE = timedelta(hours=24)
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def new_scim_token() -> str:
+    return "scim_" + secrets.token_urlsafe(32)
+
+
+def resource(row: Any) -> Resource:
+    return Resource("integration", row.id, username=row.name)
+
+
+def view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "kind": row.kind, "provider": row.provider, "name": row.name, "role": row.role.value,
+        "delete_mode": row.delete_mode,
+        "created": row.created_at.isoformat() if row.created_at else None,
+        "rotated": row.rotated_at.isoformat() if row.rotated_at else None,
+    }
+
+
+async def _load(uow: UnitOfWork, integration_id: str) -> Any:
+    table = orm.integrations
+    row = (await uow.session.execute(sa.select(table).where(
+        table.c.organization_id == uow.actor.organization_id, table.c.id == integration_id))).one_or_none()
+    if row is None:
+        raise NotFound("integration_not_found", "no such integration")
+    return row
+
+
+def _credential(kind: str) -> tuple[str, dict[str, Any]]:
+    """The credential shown once, and the columns that keep it (hashed or encrypted)."""
+    if kind == "scim":
+        token = new_scim_token()
+        return token, {"token_hash": token_hash(token)}
+    secret = new_webhook_secret()
+    return secret, {"secret_encrypted": secret}  # sealed by the caller, which holds the key
+
+
+async def create_integration(cmd: c.CreateIntegration, uow: UnitOfWork) -> dict[str, Any]:
+    if cmd.kind not in KINDS:
+        raise InvalidRequest("invalid_field", f"kind must be one of: {', '.join(KINDS)}")
+    if cmd.provider not in PROVIDERS[cmd.kind]:
+        raise InvalidRequest("invalid_field", f"provider must be one of: {', '.join(PROVIDERS[cmd.kind])}")
+    if cmd.delete_mode not in DELETE_MODES:
+        raise InvalidRequest("invalid_field", "delete_mode must be suspend or delete")
+    name = cmd.name.strip()
+    if not name:
+        raise InvalidRequest("invalid_field", "name must not be empty")
+    denial = Recorded("integration_create", Resource("integration", "", username=name), success=False)
+    authorize(uow, Action.MANAGE_INTEGRATIONS, True, denial)
+    table = orm.integrations
+    exists = await uow.session.scalar(sa.select(sa.func.count()).select_from(table).where(
+        table.c.organization_id == uow.actor.organization_id, table.c.name == name))
+    if exists:
+        raise Conflict("integration_name_taken", "another integration has this name")
+    shown, stored = _credential(cmd.kind)
+    if "secret_encrypted" in stored:
+        stored["secret_encrypted"] = uow.box.seal(stored["secret_encrypted"])
+    integration_id = await uow.rows(table).insert(
+        organization_id=uow.actor.organization_id, kind=cmd.kind, provider=cmd.provider, name=name,
+        role=cmd.role, delete_mode=cmd.delete_mode, **stored,
+    )
+    row = await _load(uow, integration_id)
+    uow.collect(Recorded("integration_create", resource(row), (Change("role", None, cmd.role.value),)))
+    await uow.commit()
+    return {**view(row), ("token" if cmd.kind == "scim" else "secret"): shown}
+
+
+async def rotate_integration_credential(cmd: c.RotateIntegrationCredential, uow: UnitOfWork) -> dict[str, Any]:
+    """SCIM: a new token at once (the old one stops). Webhooks: a new secret, the old one still
+    accepted for ROTATION_GRACE."""
+    row = await _load(uow, cmd.integration_id)
+    authorize(uow, Action.MANAGE_INTEGRATIONS, True, Recorded("integration_update", resource(row), success=False))
+    shown, stored = _credential(row.kind)
+    if "secret_encrypted" in stored:
+        stored = {
+            "secret_encrypted": uow.box.seal(stored["secret_encrypted"]),
+            "previous_secret_encrypted": row.secret_encrypted,
+            "previous_secret_expires_at": now() + ROTATION_GRACE,
+        }
+    await uow.rows(orm.integrations).update(row.organization_id, row.id, rotated_at=now(), **stored)
+    uow.collect(Recorded("integration_update", resource(row), (Change("secret", None, None),)))
+    await uow.commit()
+    return {**view(await _load(uow, row.id)), ("token" if row.kind == "scim" else "secret"): shown}
+
+
+async def delete_integration(cmd: c.DeleteIntegration, uow: UnitOfWork) -> None:
+    row = await _load(uow, cmd.integration_id)
+    authorize(uow, Action.MANAGE_INTEGRATIONS, True, Recorded("integration_delete", resource(row), success=False))
+    await uow.rows(orm.integrations).delete(row.organization_id, id=row.id)
+    uow.collect(Recorded("integration_delete", resource(row)))
+    await uow.commit()
+
+
+async def list_integrations(uow: UnitOfWork) -> list[dict[str, Any]]:
+    table = orm.integrations
+    rows = await uow.session.execute(sa.select(table).where(
+        table.c.organization_id == uow.actor.organization_id).order_by(table.c.created_at))
+    return [view(r) for r in rows]
+
+
+HANDLERS = {
+    c.CreateIntegration: create_integration,
+    c.RotateIntegrationCredential: rotate_integration_credential,
+    c.DeleteIntegration: delete_integration,
+}
