@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "worker":
             asyncio.run(worker_only(settings))
         elif args.command == "migrate":
-            asyncio.run(migrate(settings, args.revision or ("base" if args.down else "head"), args.down))
+            asyncio.run(migrate(settings, args.revision or ("base" if args.down else "heads"), args.down))
         elif args.command == "bootstrap":
             created = asyncio.run(bootstrap(settings, args.org, args.email))
             print(json.dumps(created, indent=2))

@@ -42,7 +42,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     async def fresh_schema() -> None:
         engine = db.make_engine(url)
         await db.downgrade(engine, "base")
-        await db.upgrade(engine, "head")
+        await db.upgrade(engine, "heads")
         await engine.dispose()
 
     asyncio.run(fresh_schema())

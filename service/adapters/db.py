@@ -40,7 +40,7 @@ def _alembic_config(connection: Any) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), revision))
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
-from service.api import auth, health, insights, management, openapi, ops, signin
+from service.api import auth, health, insights, jobs, management, openapi, ops, signin
 from service.api.context import ACTOR, SERVICES, actor_of, services_of
 from service.api.errors import ApiError, error_body, status_for, to_response, unauthorized
 from service.bootstrap import Services
@@ -153,6 +153,6 @@ def create_app(services: Services) -> web.Application:
         client_max_size=1 << 20,
     )
     app[SERVICES] = services
-    for part in (health, openapi, auth, signin, management, ops, insights, scim, receivers):
+    for part in (health, openapi, auth, signin, management, jobs, ops, insights, scim, receivers):
         app.add_routes(part.routes)
     return app
