@@ -17,7 +17,7 @@ from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
 from service.domain.model import now
-from service.handlers import authorize
+from service.handlers import Handler, authorize
 from service.policy import Action
 
 KINDS = ("scim", "hr", "directory")
@@ -133,7 +133,7 @@ async def list_integrations(uow: UnitOfWork) -> list[dict[str, Any]]:
     return [view(r) for r in rows]
 
 
-HANDLERS = {
+HANDLERS: dict[type[c.Command], Handler] = {
     c.CreateIntegration: create_integration,
     c.RotateIntegrationCredential: rotate_integration_credential,
     c.DeleteIntegration: delete_integration,

@@ -46,7 +46,7 @@ async def _log_redis_info_or_skip(redis: Any, log_func: Any) -> None:
     await _log_redis_info(redis, log_func)
 
 
-arq.worker.log_redis_info = _log_redis_info_or_skip  # type: ignore[assignment]
+arq.worker.log_redis_info = _log_redis_info_or_skip
 
 
 def embedded_pool(server: fakeredis.FakeServer, queue_name: str) -> ArqRedis:

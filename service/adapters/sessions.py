@@ -64,7 +64,7 @@ class SessionStore:
 
     async def end_all(self, kind: str, identity_id: str) -> int:
         index = self._index(kind, identity_id)
-        keys = await self.redis.smembers(index)
+        keys: set[bytes] = await self.redis.smembers(index)  # type: ignore[misc]
         if keys:
             await self.redis.delete(*keys)
         await self.redis.delete(index)

@@ -3,24 +3,22 @@ and the route tables of each part of the API."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
 from service.api import auth, health, insights, jobs, management, openapi, ops, signin
-from service.api.context import ACTOR, SERVICES, actor_of, services_of
-from service.api.errors import ApiError, error_body, status_for, to_response, unauthorized
+from service.api.context import ACTOR, SERVICES, services_of
+from service.api.errors import error_body, to_response, unauthorized
+from service.api.idempotency import idempotency_middleware
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
-from service.domain.model import Admin, aware, now
+from service.domain.model import Admin, as_utc, now
 from webhooks import receivers, scim
 
 log = logging.getLogger(__name__)
@@ -54,7 +52,7 @@ async def actor_for_api_key(services: Services, key: str, request: web.Request) 
     async with services.session_factory() as session:
         keys = orm.api_keys
         row = (await session.execute(sa.select(keys).where(keys.c.key_hash == token_hash(key)))).one_or_none()
-        if row is None or (row.expires_at and aware(row.expires_at) <= now()):
+        if row is None or (row.expires_at is not None and as_utc(row.expires_at) <= now()):
             raise unauthorized("the API key is unknown or expired")
         admin = (
             await session.scalars(
@@ -91,60 +89,6 @@ async def api_key_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise unauthorized()
         request[ACTOR] = await actor_for_api_key(services_of(request), key, request)
     return await handler(request)
-
-
-MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-@web.middleware
-async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A retried mutating request with the same ``Idempotency-Key`` gets the first answer and
-    is applied once. A key reused for a different request is refused."""
-    key = request.headers.get("Idempotency-Key")
-    if request.method not in MUTATING or not key or ACTOR not in request:
-        return await handler(request)
-    if len(key) > 200:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key is longer than 200 characters")
-    services, actor = services_of(request), actor_of(request)
-    body = await request.read()
-    fingerprint = hashlib.sha256(f"{request.method} {request.path_qs} {actor.id}\n".encode() + body).hexdigest()
-    table = orm.idempotency_keys
-    where = (table.c.organization_id == actor.organization_id, table.c.key == key)
-    async with services.session_factory() as session:
-        try:
-            async with session.begin():
-                await session.execute(table.insert().values(
-                    organization_id=actor.organization_id, key=key, request_fingerprint=fingerprint,
-                    created_at=now()))
-        except IntegrityError:
-            seen = (await session.execute(sa.select(table).where(*where))).one()
-            if seen.request_fingerprint != fingerprint:
-                raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for another request")
-            if seen.status_code is None:
-                raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is running")
-            return web.json_response(seen.response, status=seen.status_code,
-                                     headers={"Idempotent-Replayed": "true"})
-    try:
-        response = await handler(request)
-    except DomainError as error:
-        response = to_response(error)
-        if status_for(error) >= 500:
-            raise
-    async with services.session_factory() as session, session.begin():
-        if isinstance(response, web.Response) and response.status < 500:
-            payload = _json_of(response)
-            await session.execute(sa.update(table).where(*where).values(status_code=response.status,
-                                                                          response=payload))
-        else:  # nothing to replay: let a retry run again
-            await session.execute(sa.delete(table).where(*where))
-    return response
-
-
-def _json_of(response: web.Response) -> object:
-    if response.body is None or response.content_type != "application/json":
-        return None
-    assert isinstance(response.body, bytes)
-    return json.loads(response.body) if response.body else None
 
 
 def create_app(services: Services) -> web.Application:

@@ -57,11 +57,13 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-def aware(moment: datetime | None) -> datetime | None:
+def as_utc(moment: datetime) -> datetime:
     # SQLite hands datetimes back without a zone; everything stored is UTC.
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    return None if moment is None else as_utc(moment)
 
 
 @dataclass(eq=False)

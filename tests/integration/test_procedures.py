@@ -59,8 +59,8 @@ async def e2e(smtp_services: Services, aiohttp_client: Any) -> AsyncIterator[tup
     await worker.close()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Callable[[], Any], within: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         result = await check()
         if result:

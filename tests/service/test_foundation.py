@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from arq.connections import ArqRedis
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from service import config
