@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check service workers webhooks tests bench
+	$(BIN)/ruff check service workers webhooks tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy service workers webhooks
