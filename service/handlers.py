@@ -128,13 +128,17 @@ def ensure_not_own_password(uow: UnitOfWork, user: User) -> None:
 
 
 async def ensure_email_free(uow: UnitOfWork, email: str, *, user: User | None, admin: Admin | None) -> None:
+    """Emails are unique among users and among admins. A user and an unlinked admin may share one:
+    that is how an admin is matched to its user."""
     org_id = uow.actor.organization_id
-    other_user = await uow.users.by_email(org_id, email)
-    if other_user is not None and other_user is not user:
-        raise Conflict("email_taken", "another user has this email")
-    other_admin = await uow.admins.by_email(org_id, email)
-    if other_admin is not None and other_admin is not admin:
-        raise Conflict("email_taken", "another admin has this email")
+    if user is not None:
+        other_user = await uow.users.by_email(org_id, email)
+        if other_user is not None and other_user is not user:
+            raise Conflict("email_taken", "another user has this email")
+    if admin is not None:
+        other_admin = await uow.admins.by_email(org_id, email)
+        if other_admin is not None and other_admin is not admin:
+            raise Conflict("email_taken", "another admin has this email")
 
 
 def role_notice(template: str, user: User, admin: Admin) -> MailRequested:

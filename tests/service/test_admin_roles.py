@@ -309,3 +309,21 @@ async def test_totp_enrollment_is_shown_once_and_stored_encrypted(api: Api, serv
     assert enrolled["secret"] not in stored
     status, body = await api.post(f"/api/v1/users/{user['id']}/mfa/totp")
     assert (status, body["error"]["code"]) == (409, "totp_already_enrolled")
+
+
+async def test_emails_can_be_made_to_match_from_either_side(api: Api, services: Services, org: Org) -> None:
+    user = await api.user("user.side@acme.test")
+    admin, _ = await api.admin_with_key(Role.MANAGER, "admin.side@acme.test")
+    await api.ok("PATCH", f"/api/v1/admins/{admin['id']}", {"email": "User.Side@acme.test"})
+    listed = {a["id"]: a for a in (await api.ok("GET", "/api/v1/admins"))["results"]}
+    assert listed[admin["id"]]["matching_user_id"] == user["id"]
+    other_user = await api.user("other.side@acme.test")
+    other_admin, _ = await api.admin_with_key(Role.MANAGER, "admin.two@acme.test")
+    await api.ok("PATCH", f"/api/v1/users/{other_user['id']}", {"email": "Admin.Two@acme.test"})
+    linked = await api.ok("POST", f"/api/v1/admins/{other_admin['id']}/link-user", {"acknowledge": True})
+    assert linked["linked_user_id"] == other_user["id"]
+    # Still unique on each side.
+    status, body = await api.call("PATCH", f"/api/v1/users/{other_user['id']}", {"email": "user.side@ACME.test"})
+    assert (status, body["error"]["code"]) == (409, "email_taken")
+    status, body = await api.call("PATCH", f"/api/v1/admins/{admin['id']}", {"email": org.email})
+    assert (status, body["error"]["code"]) == (409, "email_taken")
