@@ -1,11 +1,10 @@
-"""``adminlink``: serve | web | worker | migrate | bootstrap."""
+"""``adminlink``: serve | web | worker | migrate | bootstrap | jobs | insights."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import logging
 import signal
 import sys
 from typing import Any
@@ -13,13 +12,14 @@ from typing import Any
 from aiohttp import web
 from arq.worker import Worker
 
-from service import config
+from service import cli_ops, config
 from service.adapters import db
 from service.api.app import create_app
 from service.bootstrap import Services, build
 from service.domain import commands as c
 from service.domain.errors import DomainError
 from service.domain.model import Role, new_id
+from service.logging import configure as configure_logging
 
 
 def in_process_worker(services: Services) -> Worker:
@@ -114,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bootstrap", help="create an organization and its first Administrator with Billing")
     b.add_argument("--org", required=True)
     b.add_argument("--email", required=True)
+    cli_ops.add_commands(sub)
     return p
 
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             asyncio.run(serve(settings))
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(worker_only(settings))
         elif args.command == "migrate":
             asyncio.run(migrate(settings, args.revision or ("base" if args.down else "heads"), args.down))
+        elif args.command in cli_ops.COMMANDS:
+            return cli_ops.run(args, settings)
         elif args.command == "bootstrap":
             created = asyncio.run(bootstrap(settings, args.org, args.email))
             print(json.dumps(created, indent=2))

@@ -36,6 +36,26 @@ class Settings:
     job_timeout: int
     job_max_tries: int
     log_level: str
+    # Ops and audit (defaults here keep other constructors of Settings working).
+    insights_retention_days: int = 90
+    metrics_token: str | None = None
+    log_format: str = "json"
+    # Sign-in (docs/signin.md): WebAuthn relying party, lockout, rate limits, push, Duo.
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str = "adminlink"
+    webauthn_origins: tuple[str, ...] = ("http://localhost:8080",)
+    webauthn_attestation_roots: Path | None = None
+    lockout_threshold: int = 10
+    signin_challenge_seconds: int = 300
+    signin_rate_window_seconds: int = 300
+    signin_rate_per_account: int = 20
+    signin_rate_per_ip: int = 100
+    push_ttl_seconds: int = 60
+    duo_redirect_uri: str = "http://localhost:8080/auth/duo/callback"
+    duo_ca_bundle: Path | None = None
+    trust_forwarded_for: bool = False
+    # Webhooks (docs/webhooks.md): the Retry-After of a 503 when the database or Redis cannot take an event.
+    webhook_retry_after: int = 30
 
     @property
     def embedded_redis(self) -> bool:
@@ -71,6 +91,21 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise ConfigError(f"{PREFIX}{name} must be true or false, got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
+    raw = (env.get(PREFIX + name) or default).lower()
+    if raw not in allowed:
+        raise ConfigError(f"{PREFIX}{name} must be one of {', '.join(allowed)}, got {raw!r}")
+    return raw
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    """The bearer token a Prometheus scraper may present instead of an ops API key."""
+    raw = env.get(PREFIX + "METRICS_TOKEN") or None
+    if raw is not None and len(raw) < 32:
+        raise ConfigError(f"{PREFIX}METRICS_TOKEN must be at least 32 characters")
+    return raw
 
 
 def _secret_key(env: Mapping[str, str], data_dir: Path) -> bytes:
@@ -125,4 +160,44 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         job_timeout=_int(env, "JOB_TIMEOUT", 60),
         job_max_tries=_int(env, "JOB_MAX_TRIES", 8),
         log_level=env.get(PREFIX + "LOG_LEVEL") or "INFO",
+        insights_retention_days=_positive(env, "INSIGHTS_RETENTION_DAYS", 90),
+        metrics_token=_metrics_token(env),
+        log_format=_choice(env, "LOG_FORMAT", ("json", "text"), "json"),
+        webauthn_rp_id=env.get(PREFIX + "WEBAUTHN_RP_ID") or "localhost",
+        webauthn_rp_name=env.get(PREFIX + "WEBAUTHN_RP_NAME") or "adminlink",
+        webauthn_origins=_origins(env),
+        webauthn_attestation_roots=_path(env, "WEBAUTHN_ATTESTATION_ROOTS"),
+        lockout_threshold=_positive(env, "LOCKOUT_THRESHOLD", 10),
+        signin_challenge_seconds=_positive(env, "SIGNIN_CHALLENGE_SECONDS", 300),
+        signin_rate_window_seconds=_positive(env, "SIGNIN_RATE_WINDOW_SECONDS", 300),
+        signin_rate_per_account=_positive(env, "SIGNIN_RATE_PER_ACCOUNT", 20),
+        signin_rate_per_ip=_positive(env, "SIGNIN_RATE_PER_IP", 100),
+        push_ttl_seconds=_positive(env, "PUSH_TTL_SECONDS", 60),
+        duo_redirect_uri=env.get(PREFIX + "DUO_REDIRECT_URI") or "http://localhost:8080/auth/duo/callback",
+        duo_ca_bundle=_path(env, "DUO_CA_BUNDLE"),
+        trust_forwarded_for=_bool(env, "TRUST_FORWARDED_FOR", False),
+        webhook_retry_after=_positive(env, "WEBHOOK_RETRY_AFTER", 30),
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{PREFIX}{name} must be at least 1")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    """A file the service reads later: a wrong path is refused at start, not at the first sign-in."""
+    raw = env.get(PREFIX + name)
+    if not raw:
+        return None
+    if not Path(raw).is_file():
+        raise ConfigError(f"{PREFIX}{name} names no readable file: {raw!r}")
+    return Path(raw)
+
+
+def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+    """WebAuthn origins the browser may report, comma separated (scheme://host[:port])."""
+    raw = env.get(PREFIX + "WEBAUTHN_ORIGINS") or "http://localhost:8080"
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())

@@ -161,11 +161,15 @@ async def create_user(cmd: c.CreateUser, uow: UnitOfWork) -> User:
         raise Conflict("email_taken", "another user has this email")
     if await uow.users.by_username(org_id, username):
         raise Conflict("username_taken", "another user has this username")
-    user = User(org_id, email, username, cmd.firstname, cmd.lastname, state=cmd.state)
+    user = User(org_id, email, username, cmd.firstname, cmd.lastname, state=cmd.state,
+                external_id=cmd.external_id)
     if cmd.password is not None:
         user.password_hash = hash_password(validate_password(cmd.password, email))
     uow.users.add(user)
-    uow.collect(Recorded("user_create", user_resource(user), (Change("state", None, user.state.value),)))
+    created = [Change("state", None, user.state.value)]
+    if cmd.external_id is not None:
+        created.append(Change("external_id", None, cmd.external_id))
+    uow.collect(Recorded("user_create", user_resource(user), tuple(created)))
     await uow.commit()
     return user
 
@@ -182,7 +186,8 @@ async def update_user(cmd: c.UpdateUser, uow: UnitOfWork) -> User:
         username = cmd.changes["username"].strip()
         if not username:
             raise InvalidRequest("invalid_username", "username must not be empty")
-        if await uow.users.by_username(user.organization_id, username):
+        holder = await uow.users.by_username(user.organization_id, username)
+        if holder is not None and holder is not user:  # a change of case keeps the user's own name
             raise Conflict("username_taken", "another user has this username")
         changes.append(Change("username", user.username, username))
         user.username = username
@@ -450,7 +455,8 @@ async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
     user = await uow.users.by_email(org_id, admin.email)
     if user is None:
         raise NotFound("matching_user_not_found", "no user has this admin's email; make the emails match first")
-    if await uow.admins.by_linked_user(org_id, user.id):
+    holder = await uow.admins.by_linked_user(org_id, user.id)
+    if holder is not None and holder is not admin:
         raise Conflict("user_already_admin", "this user already holds an admin role")
     changes = admin.link_to(user, await enrolled_factors(uow.session, org_id, user.id))
     uow.collect(

@@ -19,6 +19,7 @@ from service.domain.events import Change, Recorded, Resource
 from service.domain.model import now
 from service.handlers import Handler, authorize
 from service.policy import Action
+from service.views import iso
 
 KINDS = ("scim", "hr", "directory")
 DELETE_MODES = ("suspend", "delete")
@@ -47,8 +48,7 @@ def view(row: Any) -> dict[str, Any]:
     return {
         "id": row.id, "kind": row.kind, "provider": row.provider, "name": row.name, "role": row.role.value,
         "delete_mode": row.delete_mode,
-        "created": row.created_at.isoformat() if row.created_at else None,
-        "rotated": row.rotated_at.isoformat() if row.rotated_at else None,
+        "created": iso(row.created_at), "rotated": iso(row.rotated_at),
     }
 
 

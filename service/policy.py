@@ -40,6 +40,12 @@ class Action(enum.StrEnum):
     MANAGE_ADMINS = "manage_admins"
     READ_MAIL_OUTBOX = "read_mail_outbox"
     MANAGE_INTEGRATIONS = "manage_integrations"
+    MANAGE_GROUPS = "manage_groups"  # SCIM groups: create, rename, members, delete
+    READ_JOBS = "read_jobs"  # ops: queues, job listings and details, metrics
+    OPERATE_JOBS = "operate_jobs"  # ops: retry and abort
+    READ_INSIGHTS = "read_insights"  # Directory Insights query API
+    CONFIGURE_DUO = "configure_duo"
+    READ_JOB_STATUS = "read_job_status"  # one job by its id: the status_url a webhook answers
 
 
 ALL_ROLES = frozenset(Role)
@@ -79,6 +85,17 @@ PERMISSIONS: dict[Action, Cell] = {
     Action.MANAGE_ADMINS: Cell(BILLING_ONLY, BILLING_ONLY),
     Action.READ_MAIL_OUTBOX: Cell(OPERATORS, OPERATORS),
     Action.MANAGE_INTEGRATIONS: Cell(BILLING_ONLY, BILLING_ONLY),
+    # Groups that SCIM providers push: a role scoped to users manages them (reading them is
+    # reading the directory: READ_USERS).
+    Action.MANAGE_GROUPS: Cell(USER_SCOPED, USER_SCOPED),
+    Action.READ_JOBS: Cell(OPERATORS, OPERATORS),
+    Action.OPERATE_JOBS: Cell(OPERATORS, OPERATORS),
+    # Security and compliance teams often hold Read Only; every role may read the audit trail.
+    Action.READ_INSIGHTS: Cell(ALL_ROLES, ALL_ROLES),
+    # Duo settings decide how every admin of the organization signs in.
+    Action.CONFIGURE_DUO: Cell(BILLING_ONLY, BILLING_ONLY),
+    # Whoever may read users may follow what a webhook event did to them.
+    Action.READ_JOB_STATUS: Cell(ALL_ROLES, ALL_ROLES),
 }
 
 _RANK = [Role.READ_ONLY, Role.HELP_DESK, Role.MANAGER, Role.ADMINISTRATOR, Role.BILLING]

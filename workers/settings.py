@@ -11,8 +11,10 @@ from service import config
 from service.adapters.queue import deserialize, serialize
 from service.bootstrap import build
 from workers.jobs import end_sessions, reconcile_jobs, send_email
+from workers.maintenance import after_job_end, on_job_start, purge_insights
+from workers.webhook_jobs import apply_webhook
 
-FUNCTIONS = [end_sessions, send_email]
+FUNCTIONS = [end_sessions, send_email, apply_webhook]
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -35,7 +37,8 @@ def worker_options(settings: config.Settings) -> dict[str, Any]:
     """
     return {
         "functions": FUNCTIONS,
-        "cron_jobs": [cron(reconcile_jobs, second={0, 30}, run_at_startup=True, unique=True)],
+        "cron_jobs": [cron(reconcile_jobs, second={0, 30}, run_at_startup=True, unique=True),
+                      cron(purge_insights, minute=17, second=0, unique=True)],
         "queue_name": settings.queue_name,
         "poll_delay": settings.job_poll_delay,
         "max_jobs": settings.job_max_jobs,
@@ -47,6 +50,10 @@ def worker_options(settings: config.Settings) -> dict[str, Any]:
         "job_deserializer": deserialize,
         "on_startup": startup,
         "on_shutdown": shutdown,
+        # Ops: abort of a running job (service/ops.py), job correlation ids and job metrics.
+        "allow_abort_jobs": True,
+        "on_job_start": on_job_start,
+        "after_job_end": after_job_end,
     }
 
 
@@ -68,4 +75,7 @@ class WorkerSettings:
     job_deserializer = staticmethod(deserialize)
     on_startup = staticmethod(startup)
     on_shutdown = staticmethod(shutdown)
+    allow_abort_jobs = _options["allow_abort_jobs"]
+    on_job_start = staticmethod(on_job_start)
+    after_job_end = staticmethod(after_job_end)
     redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://127.0.0.1:6379")

@@ -98,6 +98,8 @@ admins = sa.Table(
     sa.Column("mfa_enrollment", _enum(MfaEnrollment), nullable=False),
     sa.Column("auth_epoch", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", TS, nullable=False),
+    # The time step of the last TOTP code accepted from a classic admin: older or equal are replays.
+    sa.Column("totp_last_used_step", sa.BigInteger),
 )
 sa.Index("uq_admins_org_email", admins.c.organization_id, sa.func.lower(admins.c.email), unique=True)
 
@@ -308,6 +310,63 @@ group_members = sa.Table(
     sa.Column("group_id", sa.String(32), sa.ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("organization_id", sa.String(32), nullable=False),
+)
+
+
+# Ops and audit (migration 0003_ops). The seed's admin-login filter, in timestamp order:
+sa.Index("ix_insights_org_target_admin_time", insights_events.c.organization_id,
+         insights_events.c.target_resource_type, insights_events.c.initiated_by_administrator,
+         insights_events.c.timestamp, insights_events.c.id)
+# Ops: jobs of one status, oldest first, and those finished in the last minutes.
+sa.Index("ix_jobs_org_status_created", jobs.c.organization_id, jobs.c.status, jobs.c.created_at)
+sa.Index("ix_jobs_org_status_finished", jobs.c.organization_id, jobs.c.status, jobs.c.finished_at)
+
+
+# SCIM: the attributes a provider writes that adminlink keeps for it without acting on them
+# (RFC 7643 core and enterprise attributes beyond the user's own columns), so the provider reads
+# back what it wrote. display_name and email_type are columns because filters reach them.
+scim_user_profiles = sa.Table(
+    "scim_user_profiles",
+    metadata,
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("organization_id", sa.String(32), nullable=False),
+    sa.Column("display_name", sa.String(300)),
+    sa.Column("email_type", sa.String(40)),
+    sa.Column("attributes", sa.JSON, nullable=False),
+)
+# Stable, index-backed SCIM paging and lookups (userName and email use the unique indexes above).
+sa.Index("ix_users_org_created_id", users.c.organization_id, users.c.created_at, users.c.id)
+sa.Index("uq_groups_org_display_name", groups.c.organization_id, sa.func.lower(groups.c.display_name),
+         unique=True)
+sa.Index("ix_groups_org_external_id", groups.c.organization_id, groups.c.external_id)
+sa.Index("ix_groups_org_created_id", groups.c.organization_id, groups.c.created_at, groups.c.id)
+sa.Index("ix_group_members_org_user", group_members.c.organization_id, group_members.c.user_id)
+
+
+# Webhooks (migration 0003_webhooks). An HR system's employee id, learned from an event that
+# names it together with the user's email or external id, so later events (an email change
+# above all) find the user by the HR system's own id.
+employee_links = sa.Table(
+    "employee_links",
+    metadata,
+    sa.Column("organization_id", sa.String(32), primary_key=True),
+    sa.Column("integration_id", sa.String(32), sa.ForeignKey("integrations.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("employee_id", sa.String(200), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+# What became of each event of a webhook job, written in the transaction that applied (or
+# refused) it: a job run again after a crash skips what is already done.
+webhook_event_outcomes = sa.Table(
+    "webhook_event_outcomes",
+    metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("organization_id", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),  # applied | unchanged | denied
+    sa.Column("recorded_at", TS, nullable=False),
 )
 
 

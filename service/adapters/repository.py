@@ -199,3 +199,102 @@ async def enrolled_factors(session: AsyncSession, org_id: str, user_id: str) -> 
     if await exists(orm.duo_enrollments):
         factors.append("duo")
     return factors
+
+
+class ScimProfiles:
+    """The SCIM attributes a provider wrote that adminlink keeps for it (one row per user)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.table = orm.scim_user_profiles
+
+    async def get(self, org_id: str, user_id: str) -> sa.Row[Any] | None:
+        query = sa.select(self.table).where(self.table.c.organization_id == org_id,
+                                            self.table.c.user_id == user_id)
+        return (await self.session.execute(query)).one_or_none()
+
+    async def put(self, org_id: str, user_id: str, **values: Any) -> None:
+        where = (self.table.c.organization_id == org_id, self.table.c.user_id == user_id)
+        updated = await self.session.execute(sa.update(self.table).where(*where).values(**values))
+        if not updated.rowcount:  # type: ignore[attr-defined]
+            await self.session.execute(
+                sa.insert(self.table).values(organization_id=org_id, user_id=user_id, **values))
+
+
+class Groups:
+    """SCIM groups and their members. Members are users of the same organization."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.table = orm.groups
+        self.members = orm.group_members
+
+    async def get(self, org_id: str, group_id: str) -> sa.Row[Any] | None:
+        query = sa.select(self.table).where(self.table.c.organization_id == org_id, self.table.c.id == group_id)
+        return (await self.session.execute(query)).one_or_none()
+
+    async def lock(self, org_id: str, group_id: str) -> None:
+        """A write lock on the group's row until commit (a row lock on PostgreSQL, the database
+        write lock on SQLite), so a version check and the change it guards cannot interleave."""
+        await self.session.execute(sa.update(self.table).where(
+            self.table.c.organization_id == org_id, self.table.c.id == group_id).values(version=self.table.c.version))
+
+    async def named(self, org_id: str, display_name: str) -> sa.Row[Any] | None:
+        query = sa.select(self.table).where(self.table.c.organization_id == org_id,
+                                            sa.func.lower(self.table.c.display_name) == display_name.lower())
+        return (await self.session.execute(query)).one_or_none()
+
+    async def insert(self, org_id: str, display_name: str, external_id: str | None) -> str:
+        group_id = new_id()
+        await self.session.execute(sa.insert(self.table).values(
+            id=group_id, organization_id=org_id, display_name=display_name, external_id=external_id,
+            created_at=now(), updated_at=now()))
+        return group_id
+
+    async def update(self, org_id: str, group_id: str, **values: Any) -> None:
+        await self.session.execute(sa.update(self.table).where(
+            self.table.c.organization_id == org_id, self.table.c.id == group_id).values(
+            updated_at=now(), version=self.table.c.version + 1, **values))
+
+    async def delete(self, org_id: str, group_id: str) -> None:
+        await self.session.execute(sa.delete(self.table).where(
+            self.table.c.organization_id == org_id, self.table.c.id == group_id))
+
+    async def member_ids(self, org_id: str, group_id: str) -> list[str]:
+        query = sa.select(self.members.c.user_id).where(
+            self.members.c.organization_id == org_id, self.members.c.group_id == group_id
+        ).order_by(self.members.c.user_id)
+        return list(await self.session.scalars(query))
+
+    async def add_members(self, org_id: str, group_id: str, user_ids: list[str]) -> None:
+        if user_ids:
+            await self.session.execute(sa.insert(self.members), [
+                {"organization_id": org_id, "group_id": group_id, "user_id": u} for u in user_ids])
+
+    async def remove_members(self, org_id: str, group_id: str, user_ids: list[str]) -> None:
+        if user_ids:
+            await self.session.execute(sa.delete(self.members).where(
+                self.members.c.organization_id == org_id, self.members.c.group_id == group_id,
+                self.members.c.user_id.in_(user_ids)))
+
+    async def of_users(self, org_id: str, user_ids: list[str]) -> dict[str, list[tuple[str, str]]]:
+        """user id -> [(group id, display name)], for the users' read-only ``groups`` attribute."""
+        m, g = self.members, self.table
+        query = (sa.select(m.c.user_id, g.c.id, g.c.display_name)
+                 .join(g, g.c.id == m.c.group_id)
+                 .where(m.c.organization_id == org_id, m.c.user_id.in_(user_ids))
+                 .order_by(g.c.id))
+        found: dict[str, list[tuple[str, str]]] = {u: [] for u in user_ids}
+        for user_id, group_id, name in await self.session.execute(query):
+            found[user_id].append((group_id, name))
+        return found
+
+    async def existing_users(self, org_id: str, user_ids: list[str]) -> set[str]:
+        """The ids among ``user_ids`` of users a SCIM provider can see (not hidden by a SCIM delete)."""
+        u = orm.users
+        found: set[str] = set()
+        for start in range(0, len(user_ids), 500):
+            chunk = user_ids[start:start + 500]
+            found.update(await self.session.scalars(sa.select(u.c.id).where(
+                u.c.organization_id == org_id, u.c.id.in_(chunk), u.c.scim_deleted_at.is_(None))))
+        return found

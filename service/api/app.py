@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -19,6 +20,8 @@ from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.model import Admin, as_utc, now
+from service.logging import request_log_middleware
+from service.metrics import metrics_middleware
 from webhooks import receivers, scim
 
 log = logging.getLogger(__name__)
@@ -69,8 +72,10 @@ async def actor_for_api_key(services: Services, key: str, request: web.Request) 
             )).one()
             if state.state != "ACTIVATED" or state.account_locked:
                 raise unauthorized("the API key's admin belongs to a suspended or locked user")
-        await session.execute(sa.update(keys).where(keys.c.id == row.id).values(last_used_at=now()))
-        await session.commit()
+        if row.last_used_at is None or as_utc(row.last_used_at) < now() - LAST_USED_RESOLUTION:
+            # At most one write a minute per key: a busy integration must not write on every request.
+            await session.execute(sa.update(keys).where(keys.c.id == row.id).values(last_used_at=now()))
+            await session.commit()
     client_ip, useragent = _client(request)
     return Actor(
         organization_id=admin.organization_id, id=admin.id, type="admin", role=admin.role, email=admin.email,
@@ -79,6 +84,7 @@ async def actor_for_api_key(services: Services, key: str, request: web.Request) 
 
 
 API_KEY_PATHS = ("/api/", "/insights/")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @web.middleware
@@ -93,7 +99,9 @@ async def api_key_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 def create_app(services: Services) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware, api_key_middleware, idempotency_middleware],
+        # Outermost first: correlation id and access log, then metrics, both seeing final statuses.
+        middlewares=[request_log_middleware, metrics_middleware, errors_middleware, api_key_middleware,
+                     idempotency_middleware],
         client_max_size=1 << 20,
     )
     app[SERVICES] = services

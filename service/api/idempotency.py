@@ -70,7 +70,10 @@ async def _reserve(request: web.Request, where: Where, key: str, fingerprint: st
         raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for another request")
     if seen.status_code is None:
         raise ApiError(409, "idempotency_in_progress", "a request with this Idempotency-Key is still running")
-    return web.json_response(seen.response, status=seen.status_code, headers={"Idempotent-Replayed": "true"})
+    replayed = {"Idempotent-Replayed": "true"}
+    if seen.response is None:  # e.g. 204 No Content
+        return web.Response(status=seen.status_code, headers=replayed)
+    return web.json_response(seen.response, status=seen.status_code, headers=replayed)
 
 
 async def _remember(request: web.Request, where: Where, response: web.StreamResponse) -> None:

@@ -22,7 +22,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise bad_request("invalid_json", "request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise bad_request("invalid_json", "request body must be a JSON object")

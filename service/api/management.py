@@ -81,6 +81,8 @@ async def update_user(request: web.Request) -> web.Response:
     unknown = set(data) - {"firstname", "lastname", "email", "username"}
     if unknown:
         raise bad_request("invalid_field", f"these fields cannot be changed here: {', '.join(sorted(unknown))}")
+    if any(value is None for value in data.values()):
+        raise bad_request("invalid_field", "fields cannot be set to null")
     changes = {name: inputs.required_string(data, name) for name in data}
     await run(request, c.UpdateUser(actor_of(request), _uid(request), changes))
     return web.json_response(await user_json(request, _uid(request)))
@@ -96,10 +98,12 @@ async def delete_user(request: web.Request) -> web.Response:
 async def bulk_delete(request: web.Request) -> web.Response:
     data = await inputs.json_body(request)
     ids, count = data.get("ids"), data.get("confirm_count")
+    if ids is None or count is None:
+        raise bad_request("missing_field", "ids and confirm_count (the number of users being deleted) are required")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
         raise bad_request("invalid_field", "ids must be a list of user ids")
     if not isinstance(count, int) or isinstance(count, bool):
-        raise bad_request("missing_field", "confirm_count (the number of users being deleted) is required")
+        raise bad_request("invalid_field", "confirm_count must be an integer")
     deleted = await run(request, c.BulkDeleteUsers(actor_of(request), tuple(ids), count))
     return web.json_response({"deleted": deleted})
 
@@ -180,10 +184,10 @@ async def list_ssh_keys(request: web.Request) -> web.Response:
     async with services_of(request).uow(actor) as uow:
         user = await handlers.load_user(uow, _uid(request))
         rows = await uow.ssh_keys.find(actor.organization_id, user_id=user.id)
-    return web.json_response([
+    return web.json_response({"results": [
         {"id": r.id, "name": r.name, "fingerprint": r.fingerprint, "public_key": r.public_key,
          "created": views.iso(r.created_at)} for r in rows
-    ])
+    ]})
 
 
 @routes.post("/api/v1/users/{user_id}/ssh-keys")
@@ -355,7 +359,7 @@ async def mail_outbox(request: web.Request) -> web.Response:
             sa.select(table).where(table.c.organization_id == actor.organization_id)
             .order_by(table.c.created_at.desc()).limit(limit)
         )
-        return web.json_response([
+        return web.json_response({"results": [
             {"id": r.id, "to": r.recipient, "subject": r.subject, "body": r.body, "status": r.status,
              "created": views.iso(r.created_at), "sent": views.iso(r.sent_at)} for r in rows
-        ])
+        ]})

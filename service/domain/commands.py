@@ -38,6 +38,7 @@ class CreateUser(Command):
     lastname: str = ""
     password: str | None = None
     state: UserState = UserState.ACTIVATED
+    external_id: str | None = None  # the id a SCIM provider knows the user by
 
 
 @dataclass(frozen=True)
@@ -196,3 +197,70 @@ class RotateIntegrationCredential(Command):
 @dataclass(frozen=True)
 class DeleteIntegration(Command):
     integration_id: str
+
+
+# --- SCIM provisioning ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProvisionedProfile:
+    """A user as a SCIM provider wants it: the columns adminlink acts on, and the provider's other
+    attributes, kept as given (``attributes``, SCIM JSON)."""
+
+    username: str
+    email: str
+    firstname: str = ""
+    lastname: str = ""
+    active: bool = True
+    external_id: str | None = None
+    display_name: str | None = None
+    email_type: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProvisionUser(Command):
+    profile: ProvisionedProfile
+    password: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplaceProvisionedUser(Command):
+    """A full replace (SCIM PUT, or a PATCH applied to the current state). ``expected_version``
+    is the version the new state was computed from; another version refuses the change."""
+
+    user_id: str
+    profile: ProvisionedProfile
+    password: str | None = None
+    expected_version: str | None = None
+
+
+@dataclass(frozen=True)
+class DeprovisionUser(Command):
+    """SCIM DELETE: ``delete`` deletes the user; ``suspend`` suspends it and hides it from SCIM."""
+
+    user_id: str
+    mode: str = "suspend"
+    expected_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ProvisionGroup(Command):
+    display_name: str
+    external_id: str | None = None
+    member_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplaceProvisionedGroup(Command):
+    group_id: str
+    display_name: str
+    external_id: str | None = None
+    member_ids: tuple[str, ...] = ()
+    expected_version: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteProvisionedGroup(Command):
+    group_id: str
+    expected_version: str | None = None

@@ -139,6 +139,15 @@ class User:
         self.account_locked = False
         self.failed_logins = 0
 
+    def record_failed_login(self, lockout_threshold: int) -> bool:
+        """One more consecutive failed password or factor. Returns True when the account should now
+        be locked (it then stays locked until unlocked through the management API)."""
+        self.failed_logins += 1
+        return not self.account_locked and self.failed_logins >= lockout_threshold
+
+    def record_successful_login(self) -> None:
+        self.failed_logins = 0
+
     def can_sign_in(self) -> bool:
         return (
             self.state == UserState.ACTIVATED
