@@ -12,28 +12,50 @@ from service.domain.commands import Actor
 from service.domain.model import Admin, Role, User
 
 routes = web.RouteTableDef()
-COOKIE = "adminlink_session"
+COOKIE = "adminlink_session"  # the admin portal's session
+USER_COOKIE = "adminlink_user_session"  # the user portal's: a browser can hold both at once
+PORTAL_COOKIES = {"admin_portal": COOKIE, "user_portal": USER_COOKIE}
 
 
-def session_token(request: web.Request) -> str | None:
+def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip() or None
-    return request.cookies.get(COOKIE)
+    return None
+
+
+def session_token(request: web.Request, portal: str | None = None) -> str | None:
+    """The bearer token, else the cookie of ``portal`` (without one: the admin portal's, then the
+    user portal's)."""
+    token = bearer_token(request)
+    if token:
+        return token
+    if portal is not None:
+        return request.cookies.get(PORTAL_COOKIES[portal])
+    return request.cookies.get(COOKIE) or request.cookies.get(USER_COOKIE)
+
+
+def requested_portal(request: web.Request) -> str | None:
+    portal = request.query.get("portal")
+    if portal is not None and portal not in PORTAL_COOKIES:
+        raise ApiError(400, "invalid_query", "portal must be admin_portal or user_portal")
+    return portal
 
 
 def _ended() -> ApiError:
     return ApiError(401, "session_ended", "this session has ended; sign in again")
 
 
-async def current_session(request: web.Request) -> tuple[str, Session, Admin | User]:
-    token = session_token(request)
+async def current_session(request: web.Request, portal: str | None = None) -> tuple[str, Session, Admin | User]:
+    token = session_token(request, portal)
     if not token:
         raise ApiError(401, "not_signed_in", "no session")
     services = services_of(request)
     session = await services.sessions.get(token)
     if session is None:
         raise _ended()
+    if portal is not None and session.portal != portal:
+        raise ApiError(401, "not_signed_in", f"this needs a {portal.replace('_', ' ')} session")
     system = Actor(session.organization_id, "session", "system", Role.READ_ONLY)
     async with services.uow(system) as uow:
         identity: Admin | User | None
@@ -56,7 +78,7 @@ async def current_session(request: web.Request) -> tuple[str, Session, Admin | U
 
 @routes.get("/auth/session")
 async def get_session(request: web.Request) -> web.Response:
-    _, session, identity = await current_session(request)
+    _, session, identity = await current_session(request, requested_portal(request))
     body = {
         "kind": session.kind,
         "id": identity.id,
@@ -74,9 +96,15 @@ async def get_session(request: web.Request) -> web.Response:
 
 @routes.post("/auth/logout")
 async def logout(request: web.Request) -> web.Response:
-    token = session_token(request)
-    if token:
-        await services_of(request).sessions.close(token)
+    """Closes the bearer token's session, or the portal cookies' (only ``?portal=``'s if given)."""
+    portal = requested_portal(request)
+    cookies = [PORTAL_COOKIES[portal]] if portal else list(PORTAL_COOKIES.values())
+    bearer = bearer_token(request)
+    tokens = [bearer] if bearer else [request.cookies.get(name) for name in cookies]
+    for token in tokens:
+        if token:
+            await services_of(request).sessions.close(token)
     response = web.Response(status=204)
-    response.del_cookie(COOKIE, path="/")
+    for name in cookies:
+        response.del_cookie(name, path="/")
     return response

@@ -1,0 +1,48 @@
+"""Sign-in refusals. Codes are a public contract (docs/signin.md).
+
+A wrong email, password or factor always gives the same ``invalid_credentials`` answer, so no
+response tells whether an account exists. Account-specific codes (suspended, locked, ...) are
+given only after the password was right.
+"""
+
+from __future__ import annotations
+
+from service.domain.errors import DomainError, Forbidden
+
+GENERIC = ("the email, password or verification is not right; if your email belongs to several "
+           "organizations, send organization_id")
+
+
+class Unauthorized(DomainError):
+    kind = "unauthorized"
+
+
+class Unavailable(DomainError):
+    kind = "unavailable"  # an outside service (Duo) did not answer: 503
+
+
+class RateLimited(DomainError):
+    kind = "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate_limited", "too many sign-in attempts; wait before trying again")
+        self.retry_after = retry_after
+
+
+def invalid_credentials() -> Unauthorized:
+    return Unauthorized("invalid_credentials", GENERIC)
+
+
+def challenge_expired() -> Unauthorized:
+    return Unauthorized("challenge_expired", "this sign-in has expired or was already used; start again")
+
+
+def push_expired() -> Unauthorized:
+    return Unauthorized("push_expired", "the push was not answered in time; send a new one")
+
+
+def go_not_allowed() -> Forbidden:
+    return Forbidden(
+        "go_not_allowed",
+        "Go opens the admin portal only from a user-portal session that was itself signed in with Go",
+    )

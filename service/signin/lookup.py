@@ -1,0 +1,68 @@
+"""Who is signing in, from what the client typed.
+
+Emails are unique per organization, not across organizations. The email lookups here are the
+only queries of the sign-in that are not scoped to one organization: they find the organization.
+The rule: with ``organization_id``, only that organization is searched; without it the email must
+belong to exactly one organization. An email found in several organizations without an
+``organization_id`` is answered like a wrong password, so the answer never tells that the email
+exists. Everything after this lookup is scoped to the organization found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.adapters import orm
+from service.adapters.repository import Admins, Users
+from service.domain.model import Admin, User, normalise_email
+from service.signin.records import ADMIN_PORTAL
+
+
+@dataclass
+class Who:
+    """The identities of one sign-in: the user whose credentials count, and the admin identity
+    the admin portal opens (a classic admin has no user)."""
+
+    organization_id: str
+    user: User | None
+    admin: Admin | None
+
+    @property
+    def classic_admin(self) -> bool:
+        return self.admin is not None and not self.admin.is_linked
+
+    @property
+    def password_hash(self) -> str | None:
+        if self.classic_admin:
+            assert self.admin is not None
+            return self.admin.password_hash
+        return self.user.password_hash if self.user is not None else None
+
+
+async def _organizations(session: AsyncSession, table: sa.Table, email: str, org_id: str | None) -> set[str]:
+    query = sa.select(table.c.organization_id).where(sa.func.lower(table.c.email) == normalise_email(email))
+    if org_id is not None:
+        query = query.where(table.c.organization_id == org_id)
+    return {row for row in await session.scalars(query)}
+
+
+async def resolve(session: AsyncSession, portal: str, email: str, org_id: str | None) -> Who | None:
+    orgs = await _organizations(session, orm.users, email, org_id)
+    if portal == ADMIN_PORTAL:
+        orgs |= await _organizations(session, orm.admins, email, org_id)
+    if len(orgs) != 1:
+        return None
+    (org,) = orgs
+    user = await Users(session).by_email(org, email)
+    admin = await Admins(session).by_email(org, email) if portal == ADMIN_PORTAL else None
+    if admin is not None and admin.is_linked:
+        assert admin.linked_user_id is not None
+        user = await Users(session).get(org, admin.linked_user_id)
+    elif admin is not None:
+        user = None  # a classic admin signs in with its own password; a same-email user is another identity
+    if user is None and admin is None:
+        return None
+    return Who(org, user, admin)

@@ -1,0 +1,1 @@
+"""Local stand-ins for outside parties the tests talk to: authenticators, devices, Duo, browsers."""
