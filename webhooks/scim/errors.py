@@ -1,0 +1,73 @@
+"""SCIM error responses (RFC 7644 §3.12): every refusal of the SCIM service is an Error body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+from scim2_models import Context, Error, SCIMException
+
+from service.api.errors import ApiError
+from service.domain.errors import DomainError
+from service.provisioning import VersionMismatch
+
+CONTENT_TYPE = "application/scim+json"
+# Refusals that are about a value another resource already holds.
+UNIQUENESS_CODES = frozenset({"username_taken", "email_taken", "group_name_taken", "conflict"})
+STATUS_BY_KIND = {"invalid": 400, "forbidden": 403, "not_found": 404, "conflict": 409}
+
+
+class ScimError(Exception):
+    """A refusal raised by the SCIM layer itself (authentication, malformed request)."""
+
+    def __init__(self, status: int, detail: str, scim_type: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.scim_type = scim_type
+        self.headers = headers or {}
+
+
+def scim_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
+                        content_type=CONTENT_TYPE, charset="utf-8", headers=headers)
+
+
+def error_response(status: int, detail: str, scim_type: str | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body = Error(status=status, scim_type=scim_type, detail=detail).model_dump(scim_ctx=Context.DEFAULT)
+    return scim_json(body, status, headers)
+
+
+def from_scim_error(error: ScimError) -> web.Response:
+    return error_response(error.status, error.detail, error.scim_type, error.headers)
+
+
+def from_domain(error: DomainError) -> web.Response:
+    """adminlink's refusals, with their stable code in the detail."""
+    detail = f"{error.code}: {error.message}"
+    if isinstance(error, VersionMismatch):
+        return error_response(412, detail)
+    if isinstance(error, ApiError):
+        return error_response(error.status, detail)
+    status = STATUS_BY_KIND.get(error.kind, 400)
+    scim_type = None
+    if status == 400:
+        scim_type = "invalidValue"
+    elif status == 409 and error.code in UNIQUENESS_CODES:
+        scim_type = "uniqueness"
+    return error_response(status, detail, scim_type)
+
+
+def from_scim_exception(exc: SCIMException) -> web.Response:
+    error = exc.to_error()
+    return error_response(int(error.status or 400), error.detail or str(exc), error.scim_type)
+
+
+def from_validation_error(exc: ValidationError) -> web.Response:
+    errors = Error.from_validation_errors(exc)
+    first = errors[0] if errors else Error(status=400, scim_type="invalidValue", detail=str(exc))
+    return error_response(int(first.status or 400), first.detail or "invalid request", first.scim_type)
