@@ -14,12 +14,17 @@ import sqlalchemy as sa
 from arq import Retry
 
 from service.adapters import orm
+from service.adapters.jobs import JobOutcome
 from service.bootstrap import Services
 from service.domain.model import now
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[Services, dict[str, Any]], Awaitable[Any]]
+RowWork = Callable[[Services, sa.Row[Any]], Awaitable[Any]]
+# A job in progress this much longer than arq lets a run last has lost its worker (and maybe
+# its place in Redis): the reconciler hands it to arq again.
+STUCK_MARGIN = timedelta(seconds=40)
 
 
 def backoff(tries: int) -> float:
@@ -28,20 +33,31 @@ def backoff(tries: int) -> float:
 
 
 async def run(ctx: dict[str, Any], job_id: str, work: Work) -> Any:
+    return await run_row(ctx, job_id, lambda services, row: work(services, dict(row.args)))
+
+
+async def run_row(ctx: dict[str, Any], job_id: str, work: RowWork) -> Any:
+    """Claims the row, runs the work with it, records the outcome: ``complete``, the work's own
+    ``JobOutcome``, or, on an exception, ``failed`` (retried with backoff) until ``dead``."""
     services: Services = ctx["services"]
     row = await services.jobs.claim(job_id)
     if row is None:
         return "already finished"
     try:
-        result = await work(services, dict(row.args))
+        result = await work(services, row)
     except Exception as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()
         if row.tries >= services.settings.job_max_tries:
             log.error("job %s (%s) is dead after %d tries: %s", job_id, row.function, row.tries, error)
             await services.jobs.finish(job_id, "dead", error=traceback.format_exc())
             return "dead"
-        await services.jobs.finish(job_id, "failed", error=traceback.format_exc())
-        raise Retry(defer=backoff(row.tries)) from exc
+        delay = backoff(row.tries)
+        await services.jobs.finish(job_id, "failed", error=traceback.format_exc(),
+                                   retry_at=now() + timedelta(seconds=delay))
+        raise Retry(defer=delay) from exc
+    if isinstance(result, JobOutcome):
+        await services.jobs.finish(job_id, result.status, result=result.result, error=result.error)
+        return result.status
     await services.jobs.finish(job_id, "complete", result=result)
     return result
 
@@ -51,16 +67,20 @@ async def _end_sessions(services: Services, args: dict[str, Any]) -> dict[str, i
 
 
 async def _send_email(services: Services, args: dict[str, Any]) -> dict[str, str]:
+    """Sends a pending outbox message once. The row is locked while it is sent (two runs of one
+    job cannot both send it) and marked on the connection already held as soon as the SMTP server
+    has taken it: a worker killed in that instant is the only way a rerun sends it again, with
+    the same Message-ID."""
     table = orm.mail_outbox
-    async with services.session_factory() as session:
-        mail = (await session.execute(sa.select(table).where(table.c.id == args["mail_id"]))).one_or_none()
-    if mail is None or mail.status != "pending":
-        return {"status": "already handled"}
-    await services.mailer.send(
-        services.settings.mail_from, mail.recipient, mail.subject, mail.body, f"<{mail.id}@adminlink>"
-    )
-    status = "sent" if services.mailer.delivers else "kept"
     async with services.session_factory() as session, session.begin():
+        query = sa.select(table).where(table.c.id == args["mail_id"]).with_for_update()
+        mail = (await session.execute(query)).one_or_none()
+        if mail is None or mail.status != "pending":
+            return {"status": "already handled"}
+        await services.mailer.send(
+            services.settings.mail_from, mail.recipient, mail.subject, mail.body, f"<{mail.id}@adminlink>"
+        )
+        status = "sent" if services.mailer.delivers else "kept"
         await session.execute(sa.update(table).where(table.c.id == mail.id).values(status=status, sent_at=now()))
     return {"status": status}
 
@@ -74,10 +94,12 @@ async def send_email(ctx: dict[str, Any], job_id: str) -> Any:
 
 
 async def reconcile_jobs(ctx: dict[str, Any]) -> int:
-    """Cron: hands arq the committed jobs it never received (Redis was down at commit time).
-    arq drops a duplicate while it still knows the id, and a finished row is never rerun."""
+    """Cron: hands arq the committed jobs it never received (Redis was down at commit time) or
+    lost (Redis restarted empty, a worker died). arq drops a duplicate while it still knows the
+    id, and a finished row is never rerun."""
     services: Services = ctx["services"]
-    stranded = await services.jobs.stranded(older_than=timedelta(seconds=30))
+    stuck_after = timedelta(seconds=services.settings.job_timeout + 10) + STUCK_MARGIN
+    stranded = await services.jobs.stranded(older_than=timedelta(seconds=30), stuck_after=stuck_after)
     for job in stranded:
         await services.queue.enqueue(job.function, job.id)
     if stranded:

@@ -3,6 +3,7 @@ only the row's id; the row says whether the work is done, so a redelivered job d
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.adapters.orm import jobs
 from service.domain.model import now
 
+# The status vocabulary of the jobs table (docs/webhooks.md):
+# queued -> in_progress -> complete | stale | denied | failed (retried later) | dead (no more tries).
+STATUSES = ("queued", "in_progress", "complete", "stale", "denied", "failed", "dead")
 RUNNABLE = ("queued", "in_progress", "failed")
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended, when it is not plainly ``complete``: ``stale`` (nothing applied, newer
+    news was there first), ``denied`` (refused by the permission table, never retried) or
+    ``dead`` (cannot succeed, never retried)."""
+
+    status: str
+    result: Any = None
+    error: str | None = None
 
 
 class JobStore:
@@ -26,17 +41,19 @@ class JobStore:
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.status.in_(RUNNABLE))
                 .values(status="in_progress", tries=jobs.c.tries + 1, started_at=now())
+                .returning(*jobs.c)
             )
-            if not claimed.rowcount:  # type: ignore[attr-defined]
-                return None
-            return (await session.execute(sa.select(jobs).where(jobs.c.id == job_id))).one()
+            return claimed.one_or_none()
 
-    async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None) -> None:
+    async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
+                     retry_at: datetime | None = None) -> None:
+        """Records how a run ended; a failed run says when it is tried again (``defer_until``).
+        A row moved on meanwhile (aborted by ops) keeps its status."""
         async with self.session_factory() as session, session.begin():
             await session.execute(
                 sa.update(jobs)
-                .where(jobs.c.id == job_id)
-                .values(status=status, result=result, error=error, finished_at=now())
+                .where(jobs.c.id == job_id, jobs.c.status == "in_progress")
+                .values(status=status, result=result, error=error, finished_at=now(), defer_until=retry_at)
             )
 
     async def mark_enqueued(self, job_ids: list[str]) -> None:
@@ -47,13 +64,26 @@ class JobStore:
         async with self.session_factory() as session:
             return (await session.execute(sa.select(jobs).where(jobs.c.id == job_id))).one_or_none()
 
-    async def stranded(self, older_than: timedelta, limit: int = 500) -> list[sa.Row[Any]]:
-        """Queued jobs that arq may never have received (Redis was down at commit)."""
-        cutoff: datetime = now() - older_than
+    async def get_in(self, organization_id: str, job_id: str) -> sa.Row[Any] | None:
+        async with self.session_factory() as session:
+            return (await session.execute(sa.select(jobs).where(
+                jobs.c.organization_id == organization_id, jobs.c.id == job_id))).one_or_none()
+
+    async def stranded(self, older_than: timedelta, limit: int = 500, *,
+                       stuck_after: timedelta | None = None) -> list[sa.Row[Any]]:
+        """Jobs that arq may not hold: queued ones it may never have received (Redis was down at
+        commit), and, with ``stuck_after``, failed ones whose retry is long overdue and ones in
+        progress far longer than a run may last (Redis lost them, or their worker died)."""
+        at: datetime = now()
+        cutoff = at - older_than
+        lost = [sa.and_(jobs.c.status == "queued", jobs.c.created_at < cutoff)]
+        if stuck_after is not None:
+            lost.append(sa.and_(jobs.c.status == "failed", jobs.c.defer_until < cutoff))
+            lost.append(sa.and_(jobs.c.status == "in_progress", jobs.c.started_at < at - stuck_after))
         async with self.session_factory() as session:
             query = (
                 sa.select(jobs.c.id, jobs.c.function)
-                .where(jobs.c.status == "queued", jobs.c.created_at < cutoff)
+                .where(sa.or_(*lost))
                 .order_by(jobs.c.created_at)
                 .limit(limit)
             )

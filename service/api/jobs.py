@@ -1,3 +1,52 @@
+"""``GET /api/v1/jobs/{id}``: what became of a queued job (the ``status_url`` a webhook answers).
+
+Statuses: queued, in_progress, complete, stale, denied, failed (tried again later), dead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
 from aiohttp import web
 
+from service import policy
+from service.api.context import actor_of, services_of
+from service.domain.errors import NotFound
+from service.policy import Action
+from service.views import iso
+
 routes = web.RouteTableDef()
+
+
+@routes.get("/api/v1/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    policy.authorize(Action.READ_JOB_STATUS, actor.role)
+    row = await services_of(request).jobs.get_in(actor.organization_id, request.match_info["job_id"][:32])
+    if row is None:
+        raise NotFound("job_not_found", "no such job")
+    return web.json_response(job_view(row))
+
+
+def job_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "function": row.function,
+        "status": row.status,
+        "tries": row.tries,
+        "created": iso(row.created_at),
+        "enqueued": iso(row.enqueued_at),
+        "started": iso(row.started_at),
+        "finished": iso(row.finished_at),
+        "retry_at": iso(row.defer_until) if row.status == "failed" else None,
+        "result": row.result,
+        "error": error_summary(row.error),
+    }
+
+
+def error_summary(error: str | None) -> str | None:
+    """The error's last line (``Type: message``): a stored traceback stays with ops."""
+    if not error:
+        return None
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None

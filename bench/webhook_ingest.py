@@ -1,0 +1,356 @@
+"""Benchmark "ingest": signed HR webhooks accepted per second, and p50 / p99 response latency,
+against a bare aiohttp handler that answers 202 to the same requests under the same load
+generator, measured in the same run on the same machine.
+
+    .venv/bin/python bench/webhook_ingest.py --database-url postgresql://postgres@127.0.0.1:5432/DB
+
+It starts a redis-server of its own (on a free port), ``adminlink web`` on the given database
+(migrated first; every run works in a new organization), and the bare handler; results go to
+bench/results/webhook_ingest.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+from standardwebhooks.webhooks import Webhook  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+SELF = str(Path(__file__).resolve())
+SECRET_KEY = "bench-secret-key-" + "b" * 40
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}"}
+
+
+class Stack:
+    """A redis-server, adminlink processes and the environment they share; stopped on exit."""
+
+    def __init__(self, database_url: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.redis_port = free_port()
+        self.web_port = free_port()
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.env = {
+            **os.environ,
+            "ADMINLINK_DATABASE_URL": database_url,
+            "ADMINLINK_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "ADMINLINK_SECRET_KEY": SECRET_KEY,
+            "ADMINLINK_DATA_DIR": str(workdir / "data"),
+            "ADMINLINK_PORT": str(self.web_port),
+            "ADMINLINK_LOG_LEVEL": "WARNING",
+            "ADMINLINK_LOG_FORMAT": "text",
+            **(extra_env or {}),
+        }
+
+    def spawn(self, *command: str, name: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("wb")
+        process = subprocess.Popen(list(command), cwd=ROOT, env=self.env, stdout=log,  # noqa: S603
+                                   stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def start_redis(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is needed (apt-get install redis-server)")
+        self.spawn(binary, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                   "no", "--dir", str(self.workdir), name="redis")
+        wait_for_port(self.redis_port)
+
+    def start_web(self) -> None:
+        self.spawn(sys.executable, "-m", "service.cli", "web", name="web")
+        wait_for_port(self.web_port)
+
+    def start_worker(self) -> None:
+        self.spawn(sys.executable, "-m", "service.cli", "worker", name="worker")
+
+    def settings(self) -> Any:
+        from service import config
+
+        return config.load({k: v for k, v in self.env.items() if k.startswith("ADMINLINK_")})
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@dataclass
+class Target:
+    """An organization with users and an HR integration (Administrator with Billing)."""
+
+    organization_id: str
+    integration_id: str
+    secret: str
+    emails: list[str]
+
+
+async def prepare(stack: Stack, users: int) -> Target:
+    from service.adapters import db, orm
+    from service.bootstrap import build
+    from service.domain import commands as c
+    from service.domain.model import Role, new_id
+
+    settings = stack.settings()
+    engine = db.make_engine(settings.database_url)
+    await db.upgrade(engine)
+    await engine.dispose()
+    services = await build(settings)
+    try:
+        actor = c.Actor(new_id(), "bench", "system", Role.BILLING, source="cli")
+        made = await services.bus.handle(c.BootstrapOrganization(actor, "Bench", f"owner-{new_id()[:8]}@bench.test"))
+        org = made["organization_id"]
+        admin = c.Actor(org, made["admin_id"], "admin", Role.BILLING)
+        emails = [f"u{n}-{new_id()[:6]}@bench.test" for n in range(users)]
+        async with services.session_factory() as session, session.begin():
+            await session.execute(orm.users.insert(), [
+                {"id": new_id(), "organization_id": org, "email": e, "username": e.split("@")[0], "state": "ACTIVATED",
+                 "password_authority": "adminlink", "created_at": datetime.now(UTC)} for e in emails])
+        hr = await services.bus.handle(c.CreateIntegration(admin, "hr", f"bench hr {new_id()[:6]}", Role.BILLING))
+        return Target(org, hr["id"], hr["secret"], emails)
+    finally:
+        await services.close()
+
+
+@dataclass
+class Request:
+    path: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def signed_requests(target: Target, count: int, kinds: tuple[str, ...] = ("employee.suspended",)) -> list[Request]:
+    """``count`` deliveries, each a distinct event, signed now (valid for 5 minutes)."""
+    signer = Webhook(target.secret)
+    now = datetime.now(UTC)
+    requests = []
+    for n in range(count):
+        email = target.emails[n % len(target.emails)]
+        kind = kinds[(n // len(target.emails)) % len(kinds)]
+        occurred = datetime.fromtimestamp(now.timestamp() - 240 + n * 1e-3, UTC)
+        body = json.dumps({"id": f"evt-{n}-{time.time_ns()}", "type": kind, "occurred_at": occurred.isoformat(),
+                           "subject": {"email": email}, "data": {}}).encode()
+        message_id = f"msg-{n}-{time.time_ns()}"
+        requests.append(Request(f"/webhooks/hr/{target.integration_id}", body, {
+            "webhook-id": message_id, "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signer.sign(message_id, now, body.decode()), "content-type": "application/json"}))
+    return requests
+
+
+@dataclass
+class Run:
+    name: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def per_second(self) -> float:
+        return self.requests / self.seconds
+
+    def view(self) -> dict[str, Any]:
+        return {"name": self.name, "requests": self.requests, "seconds": round(self.seconds, 3),
+                "per_second": round(self.per_second, 1),
+                "p50_ms": round(percentile(self.latencies, 0.50) * 1000, 2),
+                "p99_ms": round(percentile(self.latencies, 0.99) * 1000, 2),
+                "mean_ms": round(statistics.fmean(self.latencies) * 1000, 2),
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())}}
+
+
+async def closed_loop(base_url: str, requests: list[Request], concurrency: int, name: str) -> Run:
+    """``concurrency`` clients, each sending its next request as soon as the last is answered."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue = iter(requests)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base_url=base_url, connector=connector) as http:
+        async def client() -> None:
+            for request in queue:
+                started = time.perf_counter()
+                async with http.post(request.path, data=request.body, headers=request.headers) as response:
+                    await response.read()
+                latencies.append(time.perf_counter() - started)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return Run(name, len(requests), seconds, latencies, statuses)
+
+
+def bare_app() -> web.Application:
+    """The baseline: reads the body and answers 202 with a job id, nothing else."""
+    app = web.Application()
+
+    async def accept(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"job_id": "0" * 32, "status_url": "/api/v1/jobs/" + "0" * 32}, status=202)
+
+    app.router.add_post("/webhooks/hr/{integration_id}", accept)
+    return app
+
+
+def serve_bare(port: int) -> None:
+    web.run_app(bare_app(), host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def write_results(name: str, body: dict[str, Any], table: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(body, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(table + "\n")
+    print(table)
+    print(f"\nresults: bench/results/{name}.json and .md")
+
+
+def table(title: str, rows: list[dict[str, Any]], notes: list[str]) -> str:
+    lines = [f"### {title}", "", "| run | requests/s | p50 ms | p99 ms | statuses |", "|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['per_second']} | {r['p50_ms']} | {r['p99_ms']} | {r['statuses']} |" for r in rows]
+    return "\n".join(lines + [""] + notes)
+
+
+async def measure(args: argparse.Namespace, stack: Stack, bare_port: int) -> dict[str, Any]:
+    target = await prepare(stack, args.users)
+    ours_url, bare_url = f"http://127.0.0.1:{stack.web_port}", f"http://127.0.0.1:{bare_port}"
+    # Warm both servers up (connections, caches), then measure each with the same generator.
+    await closed_loop(bare_url, signed_requests(target, args.warmup), args.concurrency, "warm-up")
+    await closed_loop(ours_url, signed_requests(target, args.warmup), args.concurrency, "warm-up")
+    runs: list[Run] = []
+    for _ in range(args.rounds):
+        runs.append(await closed_loop(bare_url, signed_requests(target, args.requests), args.concurrency,
+                                      "bare aiohttp 202"))
+        runs.append(await closed_loop(ours_url, signed_requests(target, args.requests), args.concurrency,
+                                      "adminlink receiver"))
+    best: dict[str, Run] = {}
+    for run in runs:
+        if run.name not in best or run.per_second > best[run.name].per_second:
+            best[run.name] = run
+    bare, ours = best["bare aiohttp 202"], best["adminlink receiver"]
+    ratio = ours.per_second / bare.per_second
+    return {"benchmark": "webhook ingest", "machine": machine(), "database": args.database_url.split("@")[-1],
+            "concurrency": args.concurrency, "rounds": args.rounds, "runs": [r.view() for r in runs],
+            "best": {"bare": bare.view(), "ours": ours.view()}, "ratio_per_second": round(ratio, 3),
+            "goal": "ingest at least half of the bare handler (ratio >= 0.5)", "at": datetime.now(UTC).isoformat()}
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--database-url", default=os.environ.get("ADMINLINK_BENCH_DATABASE_URL"),
+                   help="PostgreSQL (or SQLite) URL; default $ADMINLINK_BENCH_DATABASE_URL, else a SQLite file")
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--users", type=int, default=500)
+    p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def run_with_stack(args: argparse.Namespace, body: Callable[[Stack], Awaitable[dict[str, Any]]],
+                   extra_env: dict[str, str] | None = None, worker: bool = False) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="adminlink-bench-") as tmp:
+        workdir = Path(tmp)
+        if not args.database_url:
+            args.database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+        stack = Stack(args.database_url, workdir, extra_env)
+        try:
+            stack.start_redis()
+            asyncio.run(_migrate(stack))
+            stack.start_web()
+            if worker:
+                stack.start_worker()
+            return asyncio.run(body(stack))
+        finally:
+            stack.stop()
+
+
+async def _migrate(stack: Stack) -> None:
+    from service.adapters import db
+
+    engine = db.make_engine(stack.settings().database_url)
+    await db.upgrade(engine)
+    await engine.dispose()
+
+
+def main() -> None:
+    args = parse()
+    if args.bare_server:
+        serve_bare(args.bare_server)
+        return
+    bare_port = free_port()
+
+    async def body(stack: Stack) -> dict[str, Any]:
+        stack.spawn(sys.executable, SELF, "--bare-server", str(bare_port), name="bare")
+        wait_for_port(bare_port)
+        return await measure(args, stack, bare_port)
+
+    result = run_with_stack(args, body)
+    best = result["best"]
+    notes = [f"ratio (adminlink / bare, requests/s): **{result['ratio_per_second']}** "
+             f"(goal: at least 0.5)",
+             f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python "
+             f"{result['machine']['python']}; database {result['database']}; {args.concurrency} concurrent "
+             f"clients, best of {args.rounds} rounds of {args.requests} requests; {result['at']}"]
+    write_results("webhook_ingest", result, table("Webhook ingest", [best["bare"], best["ours"]], notes))
+
+
+if __name__ == "__main__":
+    main()

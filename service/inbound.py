@@ -1,0 +1,544 @@
+"""Inbound webhook events: recorded and enqueued on receipt, applied by a job.
+
+Receiving (``accept``): the delivery becomes one row of the jobs table, keyed by its idempotency
+key, in one transaction with the employee-id links it teaches; then arq gets the row's id. A
+delivery seen before answers the same job. If the database or Redis cannot take it, the caller
+answers 503 (``Unavailable``); a committed row that arq never got is enqueued by the reconciler.
+
+Applying (``apply``): each event becomes a command for the message bus, run with the
+integration as its actor, so the same handlers and permission checks decide. Around each
+command, in the command's own transaction:
+
+- the attribute's clock (``attribute_versions``: user, attribute, newest occurred_at) is locked;
+  an event older than it is ``stale`` and changes nothing;
+- the event's outcome is written (``webhook_event_outcomes``) with the change it made, so a job
+  run again after a crash skips what it already did: no second change, record or email.
+
+A refusal that the bus records (a permission denial) gets its outcome in the transaction that
+records it, for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from service.adapters import orm
+from service.adapters.jobs import JobOutcome
+from service.adapters.unit_of_work import UnitOfWork
+from service.bootstrap import Services
+from service.domain import commands as c
+from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, PermissionDenied
+from service.domain.model import Role, aware, new_id, normalise_email, now
+from service.messagebus import MessageBus
+from webhooks.payloads import Delivery, Event, Subject
+
+log = logging.getLogger(__name__)
+
+APPLY_FUNCTION = "apply_webhook"
+ENQUEUE_TIMEOUT = 2.0  # a Redis that does not answer is as good as down: the sender retries later
+MAX_KEY_PART = 120
+SUSPENDING = frozenset({"employee.terminated", "employee.suspended", "employee.leave_started", "user.suspended"})
+ACTIVATING = frozenset({"employee.returned", "user.activated"})
+EMAIL_CHANGES = frozenset({"employee.email_changed", "user.email_changed"})
+ADMIN_ROLE = frozenset({"admin_role.assigned", "admin_role.removed"})
+
+
+class Unavailable(Exception):
+    """The database or Redis could not take the event: nothing was acknowledged."""
+
+
+class Unprocessable(InvalidRequest):
+    """The event is well formed but cannot be taken (answered 422)."""
+
+
+class UnknownSubject(Unprocessable):
+    def __init__(self, message: str) -> None:
+        super().__init__("unknown_subject", message)
+
+
+class StaleEvent(Conflict):
+    def __init__(self, newer_event: str, newer_at: datetime) -> None:
+        super().__init__("stale_event", f"an event of {newer_at.isoformat()} ({newer_event}) was applied already")
+
+
+class HandlerFailure(Exception):
+    """The handlers refused an event without recording it (a taken email, a user gone): a
+    failure, retried with backoff, since what refused it may change."""
+
+    def __init__(self, refusal: DomainError) -> None:
+        super().__init__(f"{refusal.code}: {refusal.message}")
+
+
+class AlreadyDone(Conflict):
+    def __init__(self, outcome: str) -> None:
+        super().__init__("already_done", f"this event was handled before: {outcome}")
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class Integration:
+    id: str
+    organization_id: str
+    kind: str
+    provider: str
+    name: str
+    role: Role
+    delete_mode: str
+    secrets: tuple[str, ...] = ()
+    from_cache: bool = False  # read a few seconds ago: a signature it refuses is checked against a fresh read
+
+    def actor(self) -> c.Actor:
+        return c.Actor(self.organization_id, self.id, "integration", self.role, source=self.kind, name=self.name,
+                       auth_method="webhook_signature")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: str
+    replayed: bool
+
+    @property
+    def status_url(self) -> str:
+        return f"/api/v1/jobs/{self.job_id}"
+
+
+def attribute_of(event_type: str) -> str:
+    """The attribute of the user an event type changes: events of one attribute are ordered."""
+    if event_type in EMAIL_CHANGES:
+        return "email"
+    if event_type in ADMIN_ROLE:
+        return "admin_role"
+    return "state"
+
+
+# --- receiving --------------------------------------------------------------------------------
+
+
+class IntegrationCache:
+    """Integrations as receivers last read them, for a few seconds, so a delivery costs one
+    database transaction, not two. A signature that fails against a cached entry is checked
+    again against a fresh read (a rotation counts at once); the previous secret's grace is
+    checked at each use. A deleted integration may take deliveries for CACHE_SECONDS more: their
+    jobs end ``dead`` (integration_not_found), as the job reads the integration afresh."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, Any, tuple[str, ...], datetime | None]] = {}
+
+    def get(self, integration_id: str) -> tuple[Any, tuple[str, ...], datetime | None] | None:
+        entry = self.entries.get(integration_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1:]
+
+    def put(self, row: Any, secrets: tuple[str, ...], grace: datetime | None) -> None:
+        if len(self.entries) >= CACHE_SIZE:
+            self.entries.clear()
+        self.entries[row.id] = (time.monotonic() + CACHE_SECONDS, row, secrets, grace)
+
+    def drop(self, integration_id: str) -> None:
+        self.entries.pop(integration_id, None)
+
+
+CACHE_SECONDS = 5.0
+CACHE_SIZE = 10_000
+integrations_seen = IntegrationCache()
+
+
+async def load_integration(services: Services, integration_id: str, kind: str, *,
+                           fresh: bool = False) -> Integration:
+    """The integration a delivery is addressed to, with the secrets it accepts right now: its
+    current one, and its previous one during the rotation grace."""
+    integration_id = integration_id[:32]
+    cached = None if fresh else integrations_seen.get(integration_id)
+    from_cache = cached is not None
+    if cached is None:
+        row = await _read_integration(services, integration_id)
+        if row is None:
+            integrations_seen.drop(integration_id)
+            raise NotFound("integration_not_found", f"no {kind} integration has this id")
+        current = (services.box.open(row.secret_encrypted),) if row.secret_encrypted else ()
+        previous = (services.box.open(row.previous_secret_encrypted),) if row.previous_secret_encrypted else ()
+        cached = (row, current + previous, aware(row.previous_secret_expires_at) if previous else None)
+        integrations_seen.put(*cached)
+    row, secrets, grace = cached
+    if row.kind != kind:
+        raise NotFound("integration_not_found", f"no {kind} integration has this id")
+    in_grace = grace is not None and grace > now()
+    return _integration(row, secrets if in_grace else secrets[:1], fresh=not from_cache)
+
+
+async def _read_integration(services: Services, integration_id: str) -> Any:
+    table = orm.integrations
+    try:
+        async with services.session_factory() as session:
+            return (await session.execute(sa.select(table).where(table.c.id == integration_id))).one_or_none()
+    except (SQLAlchemyError, OSError) as exc:
+        raise Unavailable("the database is unavailable") from exc
+
+
+def _integration(row: Any, secrets: tuple[str, ...] = (), fresh: bool = True) -> Integration:
+    return Integration(row.id, row.organization_id, row.kind, row.provider or "generic", row.name, row.role,
+                       row.delete_mode, secrets, from_cache=not fresh)
+
+
+def idempotency_key(integration_id: str, delivery: Delivery, message_id: str | None, body: bytes) -> str:
+    """The payload's own event id, else the Standard Webhooks message id, else the body's hash:
+    each stays the same when a sender delivers the same event again."""
+    part = delivery.event_id or message_id
+    if part is None or len(part) > MAX_KEY_PART:
+        part = "sha256:" + hashlib.sha256(body if part is None else part.encode()).hexdigest()
+    return f"webhook:{integration_id}:{part}"
+
+
+async def accept(services: Services, integration: Integration, delivery: Delivery, key: str) -> Accepted:
+    """Records the delivery (or finds it recorded) and hands it to arq."""
+    try:
+        job_id, replayed, status = await _record(services, integration, delivery, key)
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("webhook for integration %s not recorded: the database is unavailable", integration.id)
+        raise Unavailable("the database is unavailable") from exc
+    if status == "queued":  # again for a replay: its first enqueue may have failed
+        await _enqueue(services, job_id)
+    return Accepted(job_id, replayed)
+
+
+async def _record(services: Services, integration: Integration, delivery: Delivery,
+                  key: str) -> tuple[str, bool, str]:
+    """One transaction: the subjects resolved, then the row inserted unless its key is known."""
+    dialect = services.engine.dialect.name
+    # A link learned by a concurrent delivery at the same moment makes the first try collide;
+    # the second finds it.
+    for attempt in range(2):
+        try:
+            async with services.session_factory() as session, session.begin():
+                try:
+                    events = await _resolve_events(session, integration, delivery)
+                except UnknownSubject:
+                    seen = await _recorded(session, key)  # a replay of an event whose user is gone since
+                    if seen is None:
+                        raise
+                    return seen.id, True, seen.status
+                job_id = new_id()
+                inserted = await session.scalar(_insert_ignoring_duplicates(
+                    dialect, orm.jobs, id=job_id, organization_id=integration.organization_id, idempotency_key=key,
+                    function=APPLY_FUNCTION, args={"integration_id": integration.id, "events": events},
+                    status="queued", created_at=now()).returning(orm.jobs.c.id))
+                if inserted is not None:
+                    return job_id, False, "queued"
+            async with services.session_factory() as session:
+                seen = await _recorded(session, key)
+                assert seen is not None  # a row, once recorded, is never removed
+                return seen.id, True, seen.status
+        except IntegrityError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _recorded(session: Any, key: str) -> Any:
+    return (await session.execute(sa.select(orm.jobs.c.id, orm.jobs.c.status).where(
+        orm.jobs.c.idempotency_key == key))).one_or_none()
+
+
+async def _enqueue(services: Services, job_id: str) -> None:
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT):
+            await services.queue.enqueue(APPLY_FUNCTION, job_id)
+    except Exception as exc:  # Redis down or stuck: the row is safe, the reconciler enqueues it
+        log.warning("webhook job %s recorded but not enqueued: %s", job_id, type(exc).__name__)
+        raise Unavailable("the queue is unavailable") from exc
+
+
+async def _resolve_events(session: Any, integration: Integration, delivery: Delivery) -> list[dict[str, Any]]:
+    users: dict[Subject, str] = {}
+    events = []
+    for seq, event in enumerate(delivery.events):
+        _check_data(event)
+        if event.subject not in users:
+            users[event.subject] = await _resolve_subject(session, integration, event.subject)
+        events.append({
+            "seq": seq, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
+            "user_id": users[event.subject], "subject": event.subject.as_dict(), "data": event.data,
+        })
+    return events
+
+
+def _check_data(event: Event) -> None:
+    if event.type == "admin_role.assigned":
+        try:
+            Role(event.data["role"])
+        except ValueError as exc:
+            allowed = ", ".join(r.value for r in Role)
+            raise Unprocessable("invalid_payload", f"data.role must be one of: {allowed}") from exc
+        if not isinstance(event.data.get("api_access", False), bool):
+            raise Unprocessable("invalid_payload", "data.api_access must be true or false")
+
+
+async def _resolve_subject(session: Any, integration: Integration, subject: Subject) -> str:
+    """The user an event is about: by the HR system's employee id (learned before), else the
+    external id, else the email. An employee id seen with a user for the first time is learned."""
+    org = integration.organization_id
+    links, users = orm.employee_links, orm.users
+    user_id = None
+    if subject.employee_id:
+        user_id = await session.scalar(sa.select(links.c.user_id).where(
+            links.c.organization_id == org, links.c.integration_id == integration.id,
+            links.c.employee_id == subject.employee_id))
+        if user_id is not None:
+            return str(user_id)
+    if subject.external_id:
+        found = (await session.execute(sa.select(users.c.id).where(
+            users.c.organization_id == org, users.c.external_id == subject.external_id).limit(2))).all()
+        if len(found) > 1:
+            raise UnknownSubject("several users have this external_id")
+        user_id = found[0].id if found else None
+    if user_id is None and subject.email:
+        user_id = await session.scalar(sa.select(users.c.id).where(
+            users.c.organization_id == org, sa.func.lower(users.c.email) == normalise_email(subject.email)))
+    if user_id is None:
+        raise UnknownSubject("no user of this organization matches the subject")
+    if subject.employee_id:
+        await session.execute(links.insert().values(
+            organization_id=org, integration_id=integration.id, employee_id=subject.employee_id,
+            user_id=user_id, created_at=now()))
+    return str(user_id)
+
+
+# --- applying ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One event of a job, as the ordering lock and the outcome table know it."""
+
+    job_id: str
+    seq: int
+    organization_id: str
+    user_id: str
+    attribute: str
+    occurred_at: datetime
+
+    @property
+    def event_key(self) -> str:
+        return f"{self.job_id}#{self.seq}"
+
+
+@dataclass
+class EventResult:
+    seq: int
+    type: str
+    user_id: str
+    outcome: str  # applied | unchanged | stale | denied
+    detail: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"seq": self.seq, "type": self.type, "user_id": self.user_id,
+                                "outcome": self.outcome}
+        if self.detail:
+            body["detail"] = self.detail
+        return body
+
+
+async def apply(services: Services, job: Any) -> JobOutcome:
+    """The job of one delivery: its events in order. A handler failure propagates (the job is
+    retried); a stale event, a permission denial and the events done before are outcomes."""
+    integration = await _integration_of_job(services, job.organization_id, job.args["integration_id"])
+    if integration is None:
+        return JobOutcome("dead", error="integration_not_found: the integration was deleted before its events "
+                                        "were applied")
+    results = [await _apply_event(services, integration, job.id, event) for event in job.args["events"]]
+    return summary(results)
+
+
+async def _integration_of_job(services: Services, org_id: str, integration_id: str) -> Integration | None:
+    table = orm.integrations
+    async with services.session_factory() as session:
+        row = (await session.execute(sa.select(table).where(
+            table.c.organization_id == org_id, table.c.id == integration_id))).one_or_none()
+    return _integration(row) if row is not None else None
+
+
+async def _apply_event(services: Services, integration: Integration, job_id: str,
+                       event: dict[str, Any]) -> EventResult:
+    step = Step(job_id, event["seq"], integration.organization_id, event["user_id"], attribute_of(event["type"]),
+                datetime.fromisoformat(event["occurred_at"]).astimezone(UTC))
+    result = EventResult(step.seq, event["type"], step.user_id, "applied")
+    units = EventUnits(services, step)
+    command = await command_for(services, integration, event)
+    try:
+        if command is None:
+            async with units(integration.actor()):
+                pass  # nothing to change, but the attribute's clock still moves on
+        else:
+            await MessageBus(units).handle(command)
+    except AlreadyDone as done:
+        result.outcome = done.outcome
+    except StaleEvent as stale:
+        result.outcome, result.detail = "stale", stale.message
+    except DomainError as refusal:
+        if not isinstance(refusal, PermissionDenied) and refusal.record is None:
+            raise HandlerFailure(refusal) from refusal
+        result.outcome, result.detail = "denied", f"{refusal.code}: {refusal.message}"
+    else:
+        result.outcome = units.outcome or "applied"
+    return result
+
+
+async def command_for(services: Services, integration: Integration, event: dict[str, Any]) -> c.Command | None:
+    """The command an event asks for; None when the user is already as the event says."""
+    actor, kind, user_id, data = integration.actor(), event["type"], event["user_id"], event["data"]
+    if kind in SUSPENDING:
+        return c.SuspendUser(actor, user_id)
+    if kind in ACTIVATING:
+        return c.ActivateUser(actor, user_id)
+    if kind == "user.deleted":
+        # The integration's delete_mode decides, as for SCIM: by default a deletion suspends.
+        return c.DeleteUser(actor, user_id) if integration.delete_mode == "delete" else c.SuspendUser(actor, user_id)
+    if kind in EMAIL_CHANGES:
+        return c.UpdateUser(actor, user_id, {"email": data["email"]})
+    async with services.uow(actor) as uow:
+        admin = await uow.admins.by_linked_user(actor.organization_id, user_id)
+    if kind == "admin_role.assigned":
+        role = Role(data["role"])
+        if admin is None:
+            return c.CreateAdminFromUser(actor, role, user_id=user_id, api_access=bool(data.get("api_access")))
+        return c.UpdateAdmin(actor, admin.id, role=role) if admin.role != role else None
+    if kind == "admin_role.removed":
+        return c.RemoveAdminAccess(actor, admin.id, acknowledge=True) if admin is not None else None
+    raise NotFound("unknown_event_type", f"{kind!r} has no command")
+
+
+def summary(results: list[EventResult]) -> JobOutcome:
+    """``denied`` if any event was refused, ``stale`` if every event was, else ``complete``."""
+    body = {"events": [r.view() for r in results]}
+    denied = [r for r in results if r.outcome == "denied"]
+    if denied:
+        return JobOutcome("denied", body, error=denied[0].detail)
+    if results and all(r.outcome == "stale" for r in results):
+        return JobOutcome("stale", body)
+    return JobOutcome("complete", body)
+
+
+# --- the units of work of one event -----------------------------------------------------------
+
+
+class EventUnits:
+    """The unit-of-work factory the bus gets for one event. The command's own unit of work holds
+    the ordering lock; the bus asks for a second one only to record a refusal."""
+
+    def __init__(self, services: Services, step: Step) -> None:
+        self.services = services
+        self.step = step
+        self.ordered: OrderedUnitOfWork | None = None
+
+    def __call__(self, actor: c.Actor) -> UnitOfWork:
+        if self.ordered is None:
+            self.ordered = OrderedUnitOfWork(self.services, actor, self.step)
+            return self.ordered
+        return RefusalUnitOfWork(self.services, actor, self.step)
+
+    @property
+    def outcome(self) -> str | None:
+        return self.ordered.outcome if self.ordered else None
+
+
+def _insert_ignoring_duplicates(dialect: str, table: sa.Table, **values: Any) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).values(**values).on_conflict_do_nothing()
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class OrderedUnitOfWork(UnitOfWork):
+    """A unit of work that first takes the turn of its event's (user, attribute): a row lock on
+    PostgreSQL, the write lock on SQLite, held until commit, so concurrent events of one
+    attribute apply one after the other and an older one never lands after a newer one."""
+
+    def __init__(self, services: Services, actor: c.Actor, step: Step) -> None:
+        super().__init__(services.session_factory, services.queue, services.box, actor)
+        self.step = step
+        self.dialect = services.engine.dialect.name
+        self.outcome: str | None = None
+
+    async def __aenter__(self) -> OrderedUnitOfWork:
+        await super().__aenter__()
+        try:
+            await self._take_turn()
+        except BaseException:
+            await self.session.close()  # __aexit__ does not run when __aenter__ raises
+            raise
+        return self
+
+    async def _take_turn(self) -> None:
+        versions, step = orm.attribute_versions, self.step
+        # One statement creates the clock if needed, locks it (an upsert's update locks the row;
+        # on SQLite, any write takes the database's write lock) and reads it.
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        upsert = insert(versions).values(
+            organization_id=step.organization_id, user_id=step.user_id, attribute=step.attribute,
+            occurred_at=EPOCH, event_id="",
+        ).on_conflict_do_update(
+            index_elements=[versions.c.organization_id, versions.c.user_id, versions.c.attribute],
+            set_={"event_id": versions.c.event_id},
+        ).returning(versions.c.occurred_at, versions.c.event_id)
+        clock = (await self.session.execute(upsert)).one()
+        done = await self.session.scalar(sa.select(orm.webhook_event_outcomes.c.outcome).where(
+            orm.webhook_event_outcomes.c.job_id == step.job_id, orm.webhook_event_outcomes.c.seq == step.seq))
+        if done is not None:
+            raise AlreadyDone(done)
+        newest = aware(clock.occurred_at)
+        assert newest is not None
+        if newest > step.occurred_at:
+            raise StaleEvent(clock.event_id, newest)
+
+    def _clock(self) -> tuple[sa.ColumnElement[bool], ...]:
+        versions, step = orm.attribute_versions, self.step
+        return (versions.c.organization_id == step.organization_id, versions.c.user_id == step.user_id,
+                versions.c.attribute == step.attribute)
+
+    async def commit(self) -> None:
+        if self.outcome is None:
+            self.outcome = "applied" if self.events else "unchanged"
+            await self.session.execute(sa.update(orm.attribute_versions).where(*self._clock()).values(
+                occurred_at=self.step.occurred_at, event_id=self.step.event_key))
+            await write_outcome(self.session, self.step, self.outcome)
+        await super().commit()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            if exc_type is None and self.outcome is None:
+                await self.commit()  # a handler that found nothing to change: the clock moves on
+        finally:
+            await super().__aexit__(exc_type, exc, tb)
+
+
+class RefusalUnitOfWork(UnitOfWork):
+    """Where the bus records a refusal: the event's outcome is written with the record."""
+
+    def __init__(self, services: Services, actor: c.Actor, step: Step) -> None:
+        super().__init__(services.session_factory, services.queue, services.box, actor)
+        self.step = step
+
+    async def commit(self) -> None:
+        await write_outcome(self.session, self.step, "denied")
+        await super().commit()
+
+
+async def write_outcome(session: Any, step: Step, outcome: str) -> None:
+    await session.execute(orm.webhook_event_outcomes.insert().values(
+        job_id=step.job_id, seq=step.seq, organization_id=step.organization_id, outcome=outcome,
+        recorded_at=now()))
+

@@ -1,0 +1,137 @@
+"""Webhook signatures: the Standard Webhooks scheme (through the ``standardwebhooks`` package)
+and BambooHR's own headers. Every way a signature can be wrong is a 400 or a 401 with a stable
+code, never a 500; every comparison is constant-time.
+
+- 400 ``missing_signature_headers``: no signature headers at all, or some of them missing.
+- 400 ``malformed_signature_headers``: headers present but not of the scheme's shape.
+- 400 ``invalid_encoding``: the body is not UTF-8 (the scheme signs text).
+- 401 ``timestamp_out_of_tolerance``: the signed timestamp is more than 5 minutes off our clock.
+- 401 ``invalid_signature``: no signature matches any secret the integration accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
+
+TOLERANCE_SECONDS = 5 * 60  # the Standard Webhooks tolerance, used for BambooHR's timestamp too
+MAX_MESSAGE_ID = 200
+MAX_SIGNATURE_HEADER = 4096
+# "v1,<base64>" entries separated by spaces; other versions are allowed and ignored.
+SIGNATURE_ENTRY = re.compile(r"^v[0-9a-z]+,[A-Za-z0-9+/=_-]+$")
+BAMBOO_SIGNATURE = "X-BambooHR-Signature"
+BAMBOO_TIMESTAMP = "X-BambooHR-Timestamp"
+
+
+class SignatureError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _bad(code: str, message: str) -> SignatureError:
+    return SignatureError(400, code, message)
+
+
+def _refused(code: str, message: str) -> SignatureError:
+    return SignatureError(401, code, message)
+
+
+def verify(provider: str, secrets: Sequence[str], headers: Mapping[str, str], body: bytes) -> str | None:
+    """Checks the delivery against the integration's secrets (the current one first, then one
+    still in its rotation grace). Returns the Standard Webhooks message id, if there is one."""
+    if headers.get("webhook-signature") is not None or headers.get("webhook-id") is not None:
+        return verify_standard(secrets, headers, body)
+    if provider == "bamboohr" and headers.get(BAMBOO_SIGNATURE) is not None:
+        verify_bamboohr(secrets, headers, body)
+        return None
+    raise _bad("missing_signature_headers", "webhook-id, webhook-timestamp and webhook-signature are required")
+
+
+# --- Standard Webhooks --------------------------------------------------------------------------
+
+
+def verify_standard(secrets: Sequence[str], headers: Mapping[str, str], body: bytes) -> str:
+    message_id, timestamp, signature = (headers.get(h) for h in
+                                        ("webhook-id", "webhook-timestamp", "webhook-signature"))
+    if not (message_id and timestamp and signature):
+        raise _bad("missing_signature_headers", "webhook-id, webhook-timestamp and webhook-signature are required")
+    _check_shape(message_id, timestamp, signature)
+    signed = {"webhook-id": message_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
+    for secret in secrets:
+        if _matches(secret, signed, body):
+            return message_id
+    raise _refused("invalid_signature", "no signature matches this integration's secret")
+
+
+def _check_shape(message_id: str, timestamp: str, signature: str) -> None:
+    if len(message_id) > MAX_MESSAGE_ID or not message_id.isprintable():
+        raise _bad("malformed_signature_headers", f"webhook-id must be at most {MAX_MESSAGE_ID} printable characters")
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise _bad("malformed_signature_headers", "webhook-timestamp must be whole seconds since the epoch")
+    entries = signature.split(" ")
+    if len(signature) > MAX_SIGNATURE_HEADER or not all(SIGNATURE_ENTRY.match(e) for e in entries):
+        raise _bad("malformed_signature_headers",
+                   "webhook-signature must be space-separated \"v1,<base64>\" signatures")
+
+
+def _matches(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """One secret against the signatures. The package's own exceptions become our codes."""
+    try:
+        Webhook(secret).verify(body, headers, json_parse=False)
+    except UnicodeDecodeError as exc:
+        raise _bad("invalid_encoding", "the body must be UTF-8") from exc
+    except WebhookVerificationError as exc:
+        if "timestamp" in str(exc).lower():
+            raise _refused("timestamp_out_of_tolerance",
+                           "webhook-timestamp is more than 5 minutes away from the receiver's clock") from exc
+        if "header" in str(exc).lower():
+            raise _bad("malformed_signature_headers", str(exc)) from exc
+        return False
+    except EmptyWebhookSecretError:
+        return False
+    except (ValueError, TypeError) as exc:  # a signature that is not base64, an entry without a comma
+        raise _bad("malformed_signature_headers", "webhook-signature is not of the v1,<base64> form") from exc
+    return True
+
+
+# --- BambooHR -------------------------------------------------------------------------------------
+
+
+def verify_bamboohr(secrets: Sequence[str], headers: Mapping[str, str], body: bytes) -> None:
+    """BambooHR signs ``body + X-BambooHR-Timestamp`` with HMAC-SHA256 under the webhook's private
+    key (here: the integration's secret as shown), hex encoded in X-BambooHR-Signature."""
+    signature, timestamp = headers.get(BAMBOO_SIGNATURE, ""), headers.get(BAMBOO_TIMESTAMP, "")
+    if not signature or not timestamp:
+        raise _bad("missing_signature_headers", f"{BAMBOO_SIGNATURE} and {BAMBOO_TIMESTAMP} are required")
+    if len(signature) != 64 or not all(c in "0123456789abcdefABCDEF" for c in signature):
+        raise _bad("malformed_signature_headers", f"{BAMBOO_SIGNATURE} must be a hex SHA-256 HMAC")
+    _check_bamboo_time(timestamp)
+    signed = body + timestamp.encode()
+    given = signature.lower().encode()
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest().encode()
+        if hmac.compare_digest(expected, given):
+            return
+    raise _refused("invalid_signature", "no signature matches this integration's secret")
+
+
+def _check_bamboo_time(timestamp: str) -> None:
+    try:
+        if timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12:
+            moment = datetime.fromtimestamp(int(timestamp), UTC)
+        else:
+            moment = datetime.fromisoformat(timestamp)
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise _bad("malformed_signature_headers", f"{BAMBOO_TIMESTAMP} is not a timestamp") from exc
+    if abs((datetime.now(UTC) - moment).total_seconds()) > TOLERANCE_SECONDS:
+        raise _refused("timestamp_out_of_tolerance",
+                       f"{BAMBOO_TIMESTAMP} is more than 5 minutes away from the receiver's clock")
