@@ -1,3 +1,262 @@
+"""Ops: the job-queue API (``x-api-key``), the dashboard at ``/ops/`` (admin portal session) and
+Prometheus ``/metrics`` (an ops API key or the scrape token)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+from typing import Any
+
 from aiohttp import web
 
+from service import metrics, ops, policy
+from service.adapters.crypto import constant_time_equal, token_hash
+from service.api import inputs
+from service.api import ops_pages as pages
+from service.api.auth import current_session
+from service.api.context import actor_of, services_of
+from service.api.errors import ApiError, bad_request, unauthorized
+from service.bootstrap import Services
+from service.domain.commands import Actor
+from service.domain.errors import DomainError
+from service.domain.model import Admin, aware, now
+from service.policy import Action
+from service.views import iso
+
 routes = web.RouteTableDef()
+
+
+# --- JSON API ----------------------------------------------------------------------------------
+
+
+def _since(request: web.Request) -> datetime | None:
+    raw = request.query.get("since")
+    if not raw:
+        return None
+    try:
+        return aware(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+    except ValueError as exc:
+        raise bad_request("invalid_query", "since must be an ISO 8601 date-time") from exc
+
+
+def job_query(request: web.Request) -> ops.JobQuery:
+    return ops.JobQuery(
+        status=request.query.get("status") or None,
+        function=request.query.get("function") or None,
+        since=_since(request),
+        limit=inputs.query_int(request, "limit", 50, minimum=1, maximum=ops.MAX_PAGE),
+        cursor=request.query.get("cursor") or None,
+    )
+
+
+@routes.get("/api/v1/ops/queues")
+async def queues(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    policy.authorize(Action.READ_JOBS, actor.role)
+    at = now()
+    async with services_of(request).session_factory() as session:
+        stats = await ops.queue_stats(session, actor.organization_id, at)
+    return web.json_response({"generated": iso(at), "queues": stats})
+
+
+@routes.get("/api/v1/ops/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    policy.authorize(Action.READ_JOBS, actor.role)
+    async with services_of(request).session_factory() as session:
+        rows, next_cursor = await ops.list_jobs(session, actor.organization_id, job_query(request))
+    return web.json_response({"results": [ops.job_summary(r) for r in rows], "next_cursor": next_cursor})
+
+
+async def job_json(services: Services, org_id: str, job_id: str) -> dict[str, Any]:
+    async with services.session_factory() as session:
+        row = await ops.load_job(session, org_id, job_id)
+    body = ops.job_detail(row)
+    body["arq"] = await ops.arq_state(services.redis, services.settings.queue_name, row.id)
+    return body
+
+
+@routes.get("/api/v1/ops/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    policy.authorize(Action.READ_JOBS, actor.role)
+    return web.json_response(await job_json(services_of(request), actor.organization_id,
+                                            request.match_info["job_id"]))
+
+
+@routes.post("/api/v1/ops/jobs/{job_id}/retry")
+async def retry_job(request: web.Request) -> web.Response:
+    services, actor = services_of(request), actor_of(request)
+    done = await ops.retry_job(services, actor, request.match_info["job_id"])
+    job = await job_json(services, actor.organization_id, done["job_id"])
+    return web.json_response({"job": job, "enqueued": done["enqueued"]})
+
+
+@routes.post("/api/v1/ops/jobs/{job_id}/abort")
+async def abort_job(request: web.Request) -> web.Response:
+    services, actor = services_of(request), actor_of(request)
+    done = await ops.abort_job(services, actor, request.match_info["job_id"])
+    job = await job_json(services, actor.organization_id, done["job_id"])
+    return web.json_response({"job": job, "was": done["was"], "arq": done["arq"]})
+
+
+# --- Prometheus --------------------------------------------------------------------------------
+
+
+async def authorize_scrape(request: web.Request, services: Services) -> None:
+    header = request.headers.get("Authorization", "")
+    token = services.settings.metrics_token
+    if header.lower().startswith("bearer ") and token:
+        if constant_time_equal(header[7:].strip(), token):
+            return
+        raise unauthorized("the scrape token is not the configured one")
+    key = request.headers.get("x-api-key", "")
+    if not key:
+        raise unauthorized("an ops API key (x-api-key) or the scrape bearer token is required")
+    from service.api.app import actor_for_api_key  # the app module imports this one
+
+    actor = await actor_for_api_key(services, key, request)
+    policy.authorize(Action.READ_JOBS, actor.role)
+
+
+@routes.get("/metrics")
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    services = services_of(request)
+    await authorize_scrape(request, services)
+    return web.Response(body=await metrics.render(services), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+# --- dashboard ---------------------------------------------------------------------------------
+
+
+def html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", headers=pages.SECURITY_HEADERS)
+
+
+class DashboardRefusal(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def csrf_token(services: Services, session_token: str) -> str:
+    """Bound to the session: a form posted from another site cannot carry it."""
+    key = hashlib.sha256(b"adminlink ops csrf\0" + services.settings.secret_key).digest()
+    return hmac.new(key, token_hash(session_token).encode(), hashlib.sha256).hexdigest()
+
+
+async def dashboard_actor(request: web.Request) -> tuple[Actor, str]:
+    """The signed-in admin (admin portal session) allowed to see queues, and their CSRF token."""
+    try:
+        token, session, identity = await current_session(request)
+    except ApiError as refusal:
+        raise DashboardRefusal(html(pages.sign_in_required(), 401)) from refusal
+    if session.kind != "admin" or session.portal != "admin_portal" or not isinstance(identity, Admin):
+        raise DashboardRefusal(html(pages.sign_in_required(), 401))
+    decision = policy.decide(Action.READ_JOBS, identity.role, False)
+    if not decision.allowed:
+        text = f"The ops dashboard needs the {decision.required_role.value} role or higher."
+        raise DashboardRefusal(html(pages.message("Not allowed", text, identity.email), 403))
+    actor = Actor(
+        organization_id=identity.organization_id, id=identity.id, type="admin", role=identity.role,
+        email=identity.email, linked_user_id=identity.linked_user_id, source="admin_portal",
+        client_ip=request.remote, useragent=request.headers.get("User-Agent"), auth_method="session",
+    )
+    return actor, csrf_token(services_of(request), token)
+
+
+def refusals(handler: Any) -> Any:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except DashboardRefusal as refusal:
+            return refusal.response
+    guarded.__name__ = handler.__name__
+    return guarded
+
+
+@routes.get("/ops")
+async def dashboard_root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ops/")
+
+
+@routes.get("/ops/")
+@refusals
+async def dashboard(request: web.Request) -> web.Response:
+    actor, _ = await dashboard_actor(request)
+    org = actor.organization_id
+    async with services_of(request).session_factory() as session:
+        stats = await ops.queue_stats(session, org, now())
+        recent, _ = await ops.list_jobs(session, org, ops.JobQuery(limit=20))
+        failed, _ = await ops.list_jobs(session, org, ops.JobQuery(status="failed", limit=20))
+        dead, _ = await ops.list_jobs(session, org, ops.JobQuery(status="dead", limit=20))
+    summaries = [[ops.job_summary(r) for r in rows] for rows in (recent, failed, dead)]
+    return html(pages.overview(actor.email or actor.id, stats, *summaries))
+
+
+@routes.get("/ops/jobs")
+@refusals
+async def dashboard_jobs(request: web.Request) -> web.Response:
+    actor, _ = await dashboard_actor(request)
+    filters = {k: request.query.get(k, "") for k in ("status", "function")}
+    try:
+        query = job_query(request)
+        async with services_of(request).session_factory() as session:
+            rows, next_cursor = await ops.list_jobs(session, actor.organization_id, query)
+    except DomainError as error:
+        return html(pages.message("Bad filter", error.message, actor.email), 400)
+    body = pages.job_list(actor.email or actor.id, [ops.job_summary(r) for r in rows], filters, next_cursor,
+                          ops.STATUSES)
+    return html(body)
+
+
+async def job_page(request: web.Request, actor: Actor, csrf: str, *, flash: str | None = None,
+                   error: str | None = None, status: int = 200) -> web.Response:
+    try:
+        async with services_of(request).session_factory() as session:
+            row = await ops.load_job(session, actor.organization_id, request.match_info["job_id"])
+    except DomainError as missing:
+        return html(pages.message("No such job", missing.message, actor.email), 404)
+    job = ops.job_detail(row)
+    allowed = policy.decide(Action.OPERATE_JOBS, actor.role, False).allowed
+    body = pages.job_page(actor.email or actor.id, job, csrf, allowed and row.status in ops.RETRYABLE,
+                          allowed and row.status in ops.ABORTABLE, flash=flash, error=error)
+    return html(body, status)
+
+
+DONE = {"retry": "Retry requested: the job is back in its queue.", "abort": "The job was aborted."}
+
+
+@routes.get("/ops/jobs/{job_id}")
+@refusals
+async def dashboard_job(request: web.Request) -> web.Response:
+    actor, csrf = await dashboard_actor(request)
+    return await job_page(request, actor, csrf, flash=DONE.get(request.query.get("done", "")))
+
+
+async def dashboard_action(request: web.Request, action: str) -> web.Response:
+    actor, csrf = await dashboard_actor(request)
+    form = await request.post()
+    offered = form.get("csrf")
+    if not isinstance(offered, str) or not hmac.compare_digest(offered.encode(), csrf.encode()):
+        return html(pages.message("Refused", "The form was stale or not sent from this dashboard; reload the "
+                                  "page and try again.", actor.email), 403)
+    services, job_id = services_of(request), request.match_info["job_id"]
+    try:
+        await (ops.retry_job if action == "retry" else ops.abort_job)(services, actor, job_id)
+    except DomainError as refusal:
+        return await job_page(request, actor, csrf, error=refusal.message, status=409)
+    raise web.HTTPSeeOther(f"/ops/jobs/{job_id}?done={action}")
+
+
+@routes.post("/ops/jobs/{job_id}/retry")
+@refusals
+async def dashboard_retry(request: web.Request) -> web.Response:
+    return await dashboard_action(request, "retry")
+
+
+@routes.post("/ops/jobs/{job_id}/abort")
+@refusals
+async def dashboard_abort(request: web.Request) -> web.Response:
+    return await dashboard_action(request, "abort")

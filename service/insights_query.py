@@ -1,0 +1,447 @@
+"""JumpCloud Directory Insights queries, translated to SQL over ``insights_events``.
+
+The request body is JumpCloud's: ``service`` (list), ``start_time``, ``end_time``, ``search_term``,
+``fields``, ``sort``, ``limit`` and ``search_after``. A ``search_term`` holds ``and`` / ``or`` /
+``not`` conjunctions, nested at will; each takes either a list of term objects or one object. Every
+``field: value`` pair inside a conjunction is combined with that conjunction's operator; a value
+list matches any of its values; ``not`` matches events that match none of its terms. Fields are
+event fields in dot notation (``initiated_by.administrator``, ``target_resource.type``).
+
+Everything runs in the database, scoped to one organization and a time range: the fields with a
+column of their own (``event_type``, ``service``, ``success``, ``initiated_by.administrator``,
+``target_resource.type``, ``id``) use the indexes, the others read the JSON body. Paging is by
+keyset on (timestamp, id), so pages never overlap or skip, even when events share a timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+
+from service.adapters.orm import insights_events as events
+from service.domain.errors import InvalidRequest
+from service.domain.model import as_utc
+
+SERVICES = ("all", "directory", "sso", "radius", "systems", "ldap", "mdm", "password_manager", "software",
+            "object_storage", "alerts", "access_management", "reports", "assets", "notifications",
+            "saas_app_management")
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+MAX_DISTINCT = 1000
+MAX_TERMS = 50  # x MAX_VALUES stays under PostgreSQL's 32767 bind parameters
+MAX_DEPTH = 8
+MAX_VALUES = 500
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_@-]{1,64}$")
+CONJUNCTIONS = ("and", "or", "not")
+# Top-level fields a record may carry; a ``fields`` list naming none of them is refused.
+KNOWN_FIELDS = frozenset({
+    "id", "event_type", "service", "timestamp", "organization", "initiated_by", "resource", "target_resource",
+    "changes", "client_ip", "useragent", "success", "auth_method", "mfa", "mfa_meta", "geoip", "provider",
+    "association", "error_message", "message", "username", "auth_context", "job", "@version",
+})
+
+
+def invalid(code: str, message: str) -> InvalidRequest:
+    return InvalidRequest(code, message)
+
+
+# --- JSON paths in SQL -------------------------------------------------------------------------
+
+
+class JsonText(ColumnElement[str]):
+    """The text of a scalar at a path in the event body (``true`` / ``false`` for booleans, the
+    digits of a number, the string itself), or NULL when the path is absent or null."""
+
+    type = sa.String()
+    inherit_cache = False
+
+    def __init__(self, column: sa.Column[Any], path: tuple[str, ...]) -> None:
+        assert all(PATH_SEGMENT.match(p) for p in path)
+        self.column = column
+        self.path = path
+
+
+# The path is written into the SQL, not bound: PostgreSQL must see the same expression in SELECT
+# and GROUP BY. That is safe because ``parse_path`` admits only letters, digits, "_", "@" and "-".
+@compiles(JsonText, "postgresql")
+def _json_text_postgresql(element: JsonText, compiler: Any, **kw: Any) -> str:
+    path = "'{" + ",".join(element.path) + "}'"
+    return f"({compiler.process(element.column, **kw)} #>> {path})"
+
+
+@compiles(JsonText)
+def _json_text_sqlite(element: JsonText, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    path = "'$." + ".".join(f'"{p}"' for p in element.path) + "'"
+    # json_extract hands booleans back as 1 / 0; name them the way PostgreSQL's #>> does.
+    return (f"(CASE json_type({column}, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+            f"WHEN 'object' THEN NULL WHEN 'array' THEN NULL "
+            f"ELSE CAST(json_extract({column}, {path}) AS TEXT) END)")
+
+
+def json_text(path: tuple[str, ...]) -> JsonText:
+    return JsonText(events.c.body, path)
+
+
+# --- terms -------------------------------------------------------------------------------------
+
+Scalar = str | int | float | bool | None
+
+
+def parse_path(name: str) -> tuple[str, ...]:
+    parts = tuple(name.split("."))
+    if not name or len(parts) > 6 or not all(PATH_SEGMENT.match(p) for p in parts):
+        raise invalid("invalid_search_term", f"{name[:80]!r} is not a field name (letters, digits, _ and dots)")
+    return parts
+
+
+def as_values(name: str, value: Any) -> list[Scalar]:
+    values = value if isinstance(value, list) else [value]
+    if not values or len(values) > MAX_VALUES:
+        raise invalid("invalid_search_term", f"{name}: give one value or a list of 1 to {MAX_VALUES} values")
+    for v in values:
+        if isinstance(v, dict | list):
+            raise invalid("invalid_search_term", f"{name}: values must be strings, numbers, booleans or null")
+        if isinstance(v, str) and len(v) > 1000:
+            raise invalid("invalid_search_term", f"{name}: values are at most 1000 characters")
+    return values
+
+
+def as_bool(name: str, value: Scalar) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise invalid("invalid_search_term", f"{name} is true or false")
+
+
+def as_lower_string(name: str, value: Scalar) -> str:
+    if not isinstance(value, str):
+        raise invalid("invalid_search_term", f"{name} takes string values")
+    return value.lower()
+
+
+def text_of(value: Scalar) -> str:
+    """A value the way ``JsonText`` shows it; strings compare without regard to case."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value.lower()
+    return json.dumps(value)
+
+
+def column_term(column: sa.Column[Any], values: list[Any]) -> ColumnElement[bool]:
+    # IS NOT NULL keeps the term two-valued, so that "not" also matches events lacking the field.
+    match = column == values[0] if len(values) == 1 else column.in_(values)
+    return sa.and_(column.is_not(None), match) if column.nullable else match
+
+
+def body_term(path: tuple[str, ...], values: list[Scalar]) -> ColumnElement[bool]:
+    text = json_text(path)
+    wanted = sorted({text_of(v) for v in values if v is not None})
+    clauses: list[ColumnElement[bool]] = []
+    if wanted:
+        lowered = sa.func.lower(text)
+        clauses.append(sa.and_(text.is_not(None), lowered == wanted[0] if len(wanted) == 1 else lowered.in_(wanted)))
+    if any(v is None for v in values):
+        clauses.append(text.is_(None))
+    return sa.or_(*clauses)
+
+
+def field_term(name: str, value: Any) -> ColumnElement[bool]:
+    values = as_values(name, value)
+    if name == "event_type":
+        return column_term(events.c.event_type, [as_lower_string(name, v) for v in values])
+    if name == "service":
+        return column_term(events.c.service, [as_lower_string(name, v) for v in values])
+    if name == "id":
+        return column_term(events.c.id, [str(v) for v in values])
+    if name == "success":
+        return column_term(events.c.success, sorted({as_bool(name, v) for v in values}))
+    if name == "initiated_by.administrator":
+        return column_term(events.c.initiated_by_administrator, sorted({as_bool(name, v) for v in values}))
+    if name == "target_resource.type":
+        return column_term(events.c.target_resource_type, [as_lower_string(name, v) for v in values])
+    if name in ("timestamp", "organization"):
+        raise invalid("invalid_search_term", f"search on {name} with start_time / end_time and your API key")
+    return body_term(parse_path(name), values)
+
+
+@dataclass
+class TermCounter:
+    terms: int = 0
+
+
+def conjunction(op: str, content: Any, depth: int, counter: TermCounter) -> ColumnElement[bool]:
+    if depth > MAX_DEPTH:
+        raise invalid("invalid_search_term", f"search terms nest at most {MAX_DEPTH} deep")
+    items = content if isinstance(content, list) else [content]
+    if not items or not all(isinstance(i, dict) and i for i in items):
+        raise invalid("invalid_search_term", f"'{op}' takes a term object or a list of term objects")
+    clauses: list[ColumnElement[bool]] = []
+    for item in items:
+        for name, value in item.items():
+            counter.terms += 1
+            if counter.terms > MAX_TERMS:
+                raise invalid("invalid_search_term", f"at most {MAX_TERMS} terms in one search")
+            if name in CONJUNCTIONS:
+                clauses.append(conjunction(name, value, depth + 1, counter))
+            else:
+                clauses.append(field_term(str(name), value))
+    if op == "and":
+        return sa.and_(*clauses)
+    if op == "or":
+        return sa.or_(*clauses)
+    return sa.not_(sa.or_(*clauses))
+
+
+def search_condition(search_term: Any) -> ColumnElement[bool] | None:
+    if search_term is None or search_term == {}:
+        return None
+    if not isinstance(search_term, dict) or not set(search_term) <= set(CONJUNCTIONS):
+        raise invalid("invalid_search_term", "search_term is an object with 'and', 'or' and/or 'not'")
+    counter = TermCounter()
+    return sa.and_(*(conjunction(op, content, 1, counter) for op, content in search_term.items()))
+
+
+# --- the query ---------------------------------------------------------------------------------
+
+
+def parse_time(name: str, value: Any, required: bool) -> datetime | None:
+    if value is None:
+        if required:
+            raise invalid("missing_field", f"{name} is required (RFC 3339, e.g. 2024-01-01T00:00:00Z)")
+        return None
+    if not isinstance(value, str):
+        raise invalid("invalid_time", f"{name} must be an RFC 3339 date-time string")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("z", "Z").replace("Z", "+00:00"))
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise invalid("invalid_time", f"{name} must be an RFC 3339 date-time, e.g. 2024-01-01T00:00:00Z") from exc
+
+
+def to_epoch_ms(moment: datetime) -> str:
+    """A timestamp as epoch milliseconds, exact: microseconds become the fraction."""
+    delta = as_utc(moment) - EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    whole, fraction = divmod(micros, 1000)
+    return str(whole) if fraction == 0 else f"{whole}.{fraction:03d}"
+
+
+def from_epoch_ms(value: Any) -> datetime:
+    try:
+        micros = int(Decimal(str(value).strip()) * 1000)
+    except (InvalidOperation, ValueError, OverflowError) as exc:
+        raise invalid("invalid_search_after", "search_after starts with a timestamp in milliseconds") from exc
+    if not 0 <= micros < 253_402_300_800_000_000:
+        raise invalid("invalid_search_after", "search_after's timestamp is out of range")
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def parse_search_after(value: Any) -> tuple[datetime, str] | None:
+    if value is None or value == []:
+        return None
+    if isinstance(value, str):  # the header's text itself, pasted whole
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise invalid("invalid_search_after", "search_after is the X-Search_after header's list") from exc
+    if not isinstance(value, list) or len(value) != 2 or isinstance(value[0], bool | dict | list):
+        raise invalid("invalid_search_after", "search_after is the X-Search_after header's list: [time, id]")
+    event_id = value[1]
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 64:
+        raise invalid("invalid_search_after", "search_after's second item is an event id")
+    return from_epoch_ms(value[0]), event_id
+
+
+def parse_services(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
+        raise invalid("invalid_service", f"service is a list of service names: {', '.join(SERVICES)}")
+    services = tuple(s.lower() for s in value)
+    unknown = [s for s in services if s not in SERVICES]
+    if unknown:
+        raise invalid("invalid_service", f"unknown service {unknown[0][:40]!r}; known: {', '.join(SERVICES)}")
+    return services
+
+
+def parse_limit(value: Any) -> int:
+    if value is None:
+        return DEFAULT_LIMIT
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise invalid("invalid_limit", f"limit is a whole number from 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})")
+    return value
+
+
+def parse_sort(value: Any) -> str:
+    if value is None:
+        return "ASC"
+    if not isinstance(value, str) or value.upper() not in ("ASC", "DESC"):
+        raise invalid("invalid_sort", "sort is ASC (the default) or DESC")
+    return value.upper()
+
+
+def parse_fields(value: Any) -> tuple[tuple[str, ...], ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(f, str) for f in value):
+        raise invalid("invalid_fields", "fields is a non-empty list of field names")
+    paths = tuple(parse_path(f) for f in value)
+    if not any(p[0] in KNOWN_FIELDS for p in paths):
+        raise invalid("invalid_fields", "fields names no known event field")
+    return paths
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    organization_id: str
+    start_time: datetime
+    end_time: datetime | None = None
+    services: tuple[str, ...] = ("all",)
+    condition: ColumnElement[bool] | None = None
+    fields: tuple[tuple[str, ...], ...] | None = None
+    sort: str = "ASC"
+    limit: int = DEFAULT_LIMIT
+    search_after: tuple[datetime, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ALLOWED_KEYS = frozenset({"service", "start_time", "end_time", "search_term", "fields", "sort", "limit",
+                          "search_after", "field", "q", "exact_match", "skip"})
+
+
+def parse(organization_id: str, body: dict[str, Any], at: datetime) -> EventQuery:
+    unknown = set(body) - ALLOWED_KEYS
+    if unknown:
+        raise invalid("invalid_field", f"unknown query field {sorted(unknown)[0][:40]!r}")
+    if body.get("q") or body.get("exact_match") or body.get("skip"):
+        raise invalid("unsupported_field", "q, exact_match and skip are not supported; use search_term and "
+                                           "search_after")
+    if "service" not in body:
+        raise invalid("missing_field", "service is required, e.g. [\"all\"] or [\"directory\"]")
+    start = parse_time("start_time", body.get("start_time"), required=True)
+    end = parse_time("end_time", body.get("end_time"), required=False)
+    assert start is not None
+    if start > at + timedelta(minutes=5):
+        raise invalid("invalid_time", "start_time is in the future")
+    if end is not None and end <= start:
+        raise invalid("invalid_time", "end_time must come after start_time")
+    return EventQuery(
+        organization_id=organization_id, start_time=start, end_time=end,
+        services=parse_services(body.get("service")), condition=search_condition(body.get("search_term")),
+        fields=parse_fields(body.get("fields")), sort=parse_sort(body.get("sort")),
+        limit=parse_limit(body.get("limit")), search_after=parse_search_after(body.get("search_after")),
+    )
+
+
+def where(query: EventQuery) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = [
+        events.c.organization_id == query.organization_id,
+        events.c.timestamp >= query.start_time,
+    ]
+    if query.end_time is not None:
+        clauses.append(events.c.timestamp <= query.end_time)
+    if "all" not in query.services:
+        clauses.append(column_term(events.c.service, list(query.services)))
+    if query.condition is not None:
+        clauses.append(query.condition)
+    return clauses
+
+
+def after(query: EventQuery) -> list[ColumnElement[bool]]:
+    """Keyset paging. The plain bound on the timestamp lets the index skip what came before."""
+    if query.search_after is None:
+        return []
+    moment, event_id = query.search_after
+    ts, ident = events.c.timestamp, events.c.id
+    if query.sort == "ASC":
+        return [ts >= moment, sa.or_(ts > moment, ident > event_id)]
+    return [ts <= moment, sa.or_(ts < moment, ident < event_id)]
+
+
+def select_page(query: EventQuery) -> sa.Select[Any]:
+    ts, ident = events.c.timestamp, events.c.id
+    order = (ts.asc(), ident.asc()) if query.sort == "ASC" else (ts.desc(), ident.desc())
+    # The stored body is sent as it is: no decoding and re-encoding of a thousand events.
+    return (
+        sa.select(ts, ident, sa.cast(events.c.body, sa.Text).label("body"))
+        .where(*where(query), *after(query))
+        .order_by(*order)
+        .limit(query.limit)
+    )
+
+
+@dataclass
+class Page:
+    bodies: list[str]
+    search_after: str | None  # the X-Search_after header: [epoch ms, "last event id"]
+    last: tuple[datetime, str] | None  # the same key, for callers that page on their own
+
+
+def project(body: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    """Only the requested fields, nested as in the event."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        value: Any = body
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+            if value is None:
+                break
+        if value is None:
+            continue
+        target = out
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return out
+
+
+async def fetch_page(session: AsyncSession, query: EventQuery) -> Page:
+    rows = list(await session.execute(select_page(query)))
+    bodies = [r.body for r in rows]
+    if query.fields is not None:
+        bodies = [json.dumps(project(json.loads(b), query.fields), separators=(",", ":")) for b in bodies]
+    # Written out by hand: a float would not keep the microseconds of the keyset exact.
+    if not rows:
+        return Page(bodies, None, None)
+    moment, event_id = as_utc(rows[-1].timestamp), str(rows[-1].id)
+    return Page(bodies, f"[{to_epoch_ms(moment)}, {json.dumps(event_id)}]", (moment, event_id))
+
+
+async def count(session: AsyncSession, query: EventQuery) -> int:
+    total = await session.scalar(sa.select(sa.func.count()).select_from(events).where(*where(query)))
+    return int(total or 0)
+
+
+def distinct_expression(name: str) -> ColumnElement[Any]:
+    columns = {"event_type": events.c.event_type, "service": events.c.service, "success": events.c.success,
+               "initiated_by.administrator": events.c.initiated_by_administrator,
+               "target_resource.type": events.c.target_resource_type}
+    if name in columns:
+        return columns[name]
+    if name in ("id", "timestamp"):
+        raise invalid("invalid_field", f"{name} has a distinct value per event; count events instead")
+    return json_text(parse_path(name))
+
+
+async def distinct(session: AsyncSession, query: EventQuery, name: Any) -> list[dict[str, Any]]:
+    """Each value of the field among matching events, with how many events have it, most first."""
+    if not isinstance(name, str) or not name:
+        raise invalid("missing_field", "field is required: the field whose distinct values to list")
+    value = distinct_expression(name)
+    hits = sa.func.count().label("hits")
+    rows = await session.execute(
+        sa.select(value.label("key"), hits).where(*where(query), value.is_not(None))
+        .group_by(value).order_by(hits.desc(), value).limit(MAX_DISTINCT)
+    )
+    return [{"key": r.key, "doc_count": int(r.hits)} for r in rows]

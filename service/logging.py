@@ -1,0 +1,175 @@
+"""Structured logs: one JSON object per line, carrying the correlation id of the request or job
+that wrote it. Secrets never reach a log line: values under secret-looking keys and strings that
+look like credentials are redacted before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+REDACTED = "[redacted]"
+
+# The correlation id of whatever this task is doing: ("request" | "job", id).
+_correlation: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "adminlink_correlation", default=None
+)
+
+# Keys whose values are secrets wherever they appear (request bodies, job arguments, log extras).
+SECRET_KEY_PATTERN = re.compile(
+    r"pass(word)?|secret|token|api[_-]?key|totp|otp|authorization|cookie|signature|credential|private",
+    re.IGNORECASE,
+)
+# Credentials recognisable by their shape inside free text.
+SECRET_TEXT_PATTERNS = [
+    (re.compile(r"\balk_[A-Za-z0-9_-]{6,}"), "alk_" + REDACTED),  # adminlink API keys
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]{6,}"), "whsec_" + REDACTED),  # webhook signing secrets
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
+    (re.compile(r"(?i)((?:pass(?:word)?|secret|token|api[_-]?key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"),
+     r"\1" + REDACTED),
+    (re.compile(r"(?i)(://[^:/@\s]+:)[^@/\s]+@"), r"\1" + REDACTED + "@"),  # URL credentials
+]
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in SECRET_TEXT_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact(value: Any, key: str | None = None) -> Any:
+    """A copy of ``value`` with secrets replaced: by key name anywhere in nested data, by shape
+    inside strings."""
+    if key is not None and SECRET_KEY_PATTERN.search(key) and value not in (None, "", [], {}):
+        return REDACTED
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+def correlation() -> tuple[str, str] | None:
+    return _correlation.get()
+
+
+@contextmanager
+def correlated(kind: str, ident: str) -> Iterator[None]:
+    token = _correlation.set((kind, ident))
+    try:
+        yield
+    finally:
+        _correlation.reset(token)
+
+
+def bind_job(job_id: str) -> None:
+    """Marks the rest of this task (an arq job run) as the job's; its log lines carry the id."""
+    _correlation.set(("job", job_id))
+
+
+# Attributes every LogRecord has; anything else on a record came in through ``extra=``.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact_text(record.getMessage()),
+        }
+        current = correlation()
+        if current is not None:
+            entry[f"{current[0]}_id"] = current[1]
+        for name, value in vars(record).items():
+            if name not in _STANDARD and not name.startswith("_"):
+                entry[name] = redact(value, name)
+        if record.exc_info:
+            entry["exc"] = redact_text(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """For a terminal: the same redaction, one readable line."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        current = correlation()
+        line = super().format(record)
+        if current is not None:
+            line = f"{line} [{current[0]}={current[1]}]"
+        return redact_text(line)
+
+
+def configure(level: str = "INFO", fmt: str = "json") -> None:
+    """Routes every logger (ours, aiohttp's, arq's) through one redacting handler on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID_HEADER = "X-Request-Id"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+access_log = logging.getLogger("adminlink.access")
+
+
+def request_id_for(request: web.Request) -> str:
+    """A caller's own X-Request-Id is kept when it is a plain token; anything else gets a new id."""
+    offered = request.headers.get(REQUEST_ID_HEADER, "")
+    return offered if _VALID_REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
+def route_of(request: web.Request) -> str:
+    """The route's pattern (``/api/v1/users/{user_id}``), never the path with its ids."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives the request a correlation id (answered in ``X-Request-Id``) and writes one access
+    line for it. Query strings, headers and bodies are never logged."""
+    request_id = request_id_for(request)
+    started = time.perf_counter()
+    status = 500
+    with correlated("request", request_id):
+        try:
+            response = await handler(request)
+            status = response.status
+            if not response.prepared:
+                response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+        except web.HTTPException as exc:  # redirects and the like, raised past the error middleware
+            status = exc.status
+            exc.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        finally:
+            access_log.info(
+                "%s %s %s", request.method, route_of(request), status,
+                extra={"method": request.method, "route": route_of(request), "status": status,
+                       "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                       "client_ip": request.remote},
+            )

@@ -1,0 +1,255 @@
+"""Prometheus metrics.
+
+- HTTP requests by route and status, with a latency histogram (this process).
+- Sign-in attempts by portal, step and result, and webhook signature failures, read from the
+  answers of those routes (this process).
+- Jobs by function and outcome with a duration histogram. Workers may run in other processes,
+  so each worker adds its observations to counters in Redis, and ``/metrics`` reads them there.
+- Queue depth: the jobs table by function and status, and the length of arq's queue, read at
+  scrape time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.adapters import orm
+from service.logging import route_of
+
+if TYPE_CHECKING:
+    from service.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
+
+HTTP_REQUESTS = Counter(
+    "adminlink_http_requests", "HTTP requests answered, by route pattern and status.",
+    ["method", "route", "status"], registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "adminlink_http_request_duration_seconds", "Time to answer an HTTP request, by route pattern.",
+    ["method", "route"], buckets=LATENCY_BUCKETS, registry=REGISTRY,
+)
+SIGNIN_ATTEMPTS = Counter(
+    "adminlink_signin_attempts", "Sign-in requests by portal, step and result (ok or the error code).",
+    ["portal", "step", "result"], registry=REGISTRY,
+)
+WEBHOOK_SIGNATURE_FAILURES = Counter(
+    "adminlink_webhook_signature_failures", "Webhook deliveries refused for their signature, by receiver.",
+    ["receiver", "code"], registry=REGISTRY,
+)
+
+# --- HTTP middleware ---------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects raised past the error middleware
+        observe(request, exc.status, None, time.perf_counter() - started)
+        raise
+    except BaseException:
+        observe(request, 500, None, time.perf_counter() - started)
+        raise
+    observe(request, response.status, response, time.perf_counter() - started)
+    return response
+
+
+def observe(request: web.Request, status: int, response: web.StreamResponse | None, seconds: float) -> None:
+    route = route_of(request)
+    HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+    HTTP_LATENCY.labels(request.method, route).observe(seconds)
+    if request.method == "POST" and route.startswith("/auth/") and _is_signin(route):
+        portal = "admin" if ("/admin/" in route or "admin-portal" in route) else "user"
+        SIGNIN_ATTEMPTS.labels(portal, route.rstrip("/").rsplit("/", 1)[-1], _result(status, response)).inc()
+    elif route.startswith("/webhooks/") and _is_signature_failure(status, response):
+        WEBHOOK_SIGNATURE_FAILURES.labels(route.split("/")[2], _error_code(response) or str(status)).inc()
+
+
+def _is_signin(route: str) -> bool:
+    return "login" in route or "launch-admin-portal" in route
+
+
+def _is_signature_failure(status: int, response: web.StreamResponse | None) -> bool:
+    # Receivers answer 401 to a delivery they cannot authenticate; a 400 whose code names the
+    # signature or its timestamp is a malformed signature header.
+    if status == 401:
+        return True
+    code = _error_code(response) or ""
+    return status == 400 and ("signature" in code or "timestamp" in code)
+
+
+def _result(status: int, response: web.StreamResponse | None) -> str:
+    if status < 400:
+        return "ok"
+    return _error_code(response) or str(status)
+
+
+def _error_code(response: web.StreamResponse | None) -> str | None:
+    """The stable error code of a JSON error answer (a bounded set, safe as a label)."""
+    if not isinstance(response, web.Response) or not isinstance(response.body, bytes):
+        return None
+    if response.content_type not in ("application/json", "application/scim+json"):
+        return None
+    try:
+        body = json.loads(response.body)
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code[:60] if isinstance(code, str) else None
+
+
+# --- jobs: observed by workers, kept in Redis --------------------------------------------------
+
+JOBS_KEY = "adminlink:metrics:jobs"
+_STARTED = "_adminlink_metrics_started"
+
+
+def job_started(ctx: dict[str, Any]) -> None:
+    ctx[_STARTED] = time.perf_counter()
+
+
+async def job_finished(ctx: dict[str, Any]) -> None:
+    """Adds one job run to the shared counters: its function and outcome (the status its row
+    ended in) and how long it ran. Cron jobs have no row and are not counted."""
+    started = ctx.get(_STARTED)
+    services: Services | None = ctx.get("services")
+    job_id = str(ctx.get("job_id", ""))
+    if started is None or services is None or job_id.startswith("cron:"):
+        return
+    seconds = time.perf_counter() - started
+    try:
+        row = await _job_row(services, job_id)
+        if row is None:
+            return
+        await record_job(services.redis, row.function, _outcome(row.status), seconds)
+    except Exception:  # metrics never fail a job
+        log.warning("could not record metrics for job %s", job_id, exc_info=True)
+
+
+async def _job_row(services: Services, job_id: str) -> Any:
+    jobs = orm.jobs
+    async with services.session_factory() as session:
+        query = sa.select(jobs.c.function, jobs.c.status).where(jobs.c.id == job_id)
+        return (await session.execute(query)).one_or_none()
+
+
+def _outcome(status: str) -> str:
+    # A row still in progress after its run was cancelled (aborted or timed out).
+    return "cancelled" if status == "in_progress" else status
+
+
+async def record_job(redis: Any, function: str, outcome: str, seconds: float) -> None:
+    bucket = next((str(b) for b in JOB_BUCKETS if seconds <= b), "+Inf")
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(JOBS_KEY, f"count\t{function}\t{outcome}", 1)
+        pipe.hincrby(JOBS_KEY, f"bucket\t{function}\t{outcome}\t{bucket}", 1)
+        pipe.hincrbyfloat(JOBS_KEY, f"sum\t{function}\t{outcome}", seconds)
+        await pipe.execute()
+
+
+@dataclass
+class JobTotals:
+    counts: dict[tuple[str, str], float] = field(default_factory=dict)
+    sums: dict[tuple[str, str], float] = field(default_factory=dict)
+    buckets: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+
+
+def parse_job_totals(raw: dict[Any, Any]) -> JobTotals:
+    totals = JobTotals()
+    for key, value in raw.items():
+        parts = (key.decode() if isinstance(key, bytes) else str(key)).split("\t")
+        number = float(value)
+        if parts[0] == "count" and len(parts) == 3:
+            totals.counts[(parts[1], parts[2])] = number
+        elif parts[0] == "sum" and len(parts) == 3:
+            totals.sums[(parts[1], parts[2])] = number
+        elif parts[0] == "bucket" and len(parts) == 4:
+            totals.buckets.setdefault((parts[1], parts[2]), {})[parts[3]] = number
+    return totals
+
+
+# --- scrape ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    jobs: JobTotals
+    depth: dict[tuple[str, str], int]
+    arq_queue_length: int | None
+
+
+class SnapshotCollector(Collector):
+    """Serves values read (asynchronously) just before the scrape."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._jobs()
+        depth = GaugeMetricFamily("adminlink_queue_depth", "Jobs waiting or running, by function and status.",
+                                  labels=["function", "status"])
+        for (function, status), count in sorted(self.snapshot.depth.items()):
+            depth.add_metric([function, status], count)
+        yield depth
+        if self.snapshot.arq_queue_length is not None:
+            yield GaugeMetricFamily("adminlink_arq_queue_length", "Job ids in arq's Redis queue (due or deferred).",
+                                    value=self.snapshot.arq_queue_length)
+
+    def _jobs(self) -> Iterator[Metric]:
+        totals = self.snapshot.jobs
+        runs = CounterMetricFamily("adminlink_jobs", "Job runs by function and outcome.",
+                                   labels=["function", "outcome"])
+        durations = HistogramMetricFamily("adminlink_job_duration_seconds", "Time a job run took.",
+                                          labels=["function", "outcome"])
+        for labels in sorted(totals.counts):
+            runs.add_metric(list(labels), totals.counts[labels])
+            per_bucket = totals.buckets.get(labels, {})
+            cumulative, points = 0.0, []
+            for bound in [*map(str, JOB_BUCKETS), "+Inf"]:
+                cumulative += per_bucket.get(bound, 0.0)
+                points.append((bound, cumulative))
+            durations.add_metric(list(labels), points, totals.sums.get(labels, 0.0))
+        yield runs
+        yield durations
+
+
+async def snapshot(services: Services) -> Snapshot:
+    raw: dict[Any, Any] = await services.redis.hgetall(JOBS_KEY)  # type: ignore[misc]
+    jobs = orm.jobs
+    waiting = ("queued", "in_progress", "failed")
+    async with services.session_factory() as session:
+        rows = await session.execute(
+            sa.select(jobs.c.function, jobs.c.status, sa.func.count())
+            .where(jobs.c.status.in_(waiting)).group_by(jobs.c.function, jobs.c.status)
+        )
+        depth = {(r[0], r[1]): int(r[2]) for r in rows}
+    length = await services.redis.zcard(services.settings.queue_name)
+    return Snapshot(parse_job_totals(raw), depth, int(length))
+
+
+async def render(services: Services) -> bytes:
+    scraped = CollectorRegistry(auto_describe=False)
+    scraped.register(SnapshotCollector(await snapshot(services)))
+    return generate_latest(REGISTRY) + generate_latest(scraped)

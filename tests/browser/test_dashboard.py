@@ -1,0 +1,76 @@
+"""The ops dashboard in a real browser: headless Chromium (Debian's) driven by Playwright. An
+admin signed in to the admin portal sees the queues, opens a dead job, retries it, then aborts it;
+a screenshot of each page is kept in test-artifacts/."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
+from playwright.async_api import async_playwright
+
+from service.adapters import orm
+from service.adapters.sessions import Session
+from service.bootstrap import Services
+from service.domain.commands import Actor
+from service.domain.model import Role
+from tests.conftest import Org
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+async def dead_job(services: Services, org: Org) -> str:
+    async with services.uow(Actor(org.id, "test", "system", Role.BILLING)) as uow:
+        job_id = await uow.add_job("send_email", {"mail_id": "welcome-mail"})
+        uow._new_jobs = []
+        await uow.commit()
+    async with services.session_factory() as session, session.begin():
+        await session.execute(sa.update(orm.jobs).where(orm.jobs.c.id == job_id).values(
+            status="dead", tries=8, error="Traceback (most recent call last):\nSMTPConnectError: refused"))
+    return job_id
+
+
+def test_chromium_is_installed() -> None:
+    assert Path(CHROMIUM).exists(), "Debian's chromium is needed: apt-get install chromium"
+
+
+async def test_an_admin_retries_and_aborts_a_dead_job_in_chromium(client: TestClient, services: Services,
+                                                                  org: Org) -> None:
+    job_id = await dead_job(services, org)
+    token = await services.sessions.open(Session("admin", org.admin_id, org.id, 0, "admin_portal", "totp", "now"))
+    base = str(client.make_url("/")).rstrip("/")
+    await asyncio.to_thread(ARTIFACTS.mkdir, exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 800})
+            page = await context.new_page()
+            await page.goto(base + "/ops/")
+            assert "Sign in required" in await page.inner_text("main")
+
+            await context.add_cookies([{"name": "adminlink_session", "value": token, "url": base}])
+            await page.goto(base + "/ops/")
+            assert "send_email" in await page.inner_text("#queues")
+            assert job_id in await page.inner_text("#dead-jobs")
+            await page.screenshot(path=str(ARTIFACTS / "ops-dashboard.png"), full_page=True)
+
+            await page.click(f"#dead-jobs a:text('{job_id}')")
+            assert "SMTPConnectError" in await page.inner_text("#error")
+            await page.click("#retry")
+            assert "Retry requested" in await page.inner_text("#flash")
+            await page.screenshot(path=str(ARTIFACTS / "ops-job-retried.png"), full_page=True)
+
+            await page.click("#abort")
+            assert "aborted" in await page.inner_text("#flash")
+            assert await page.locator("#abort").count() == 0
+        finally:
+            await browser.close()
+    async with services.session_factory() as session:
+        status = await session.scalar(sa.select(orm.jobs.c.status).where(orm.jobs.c.id == job_id))
+    assert status == "aborted"
+    assert (await asyncio.to_thread((ARTIFACTS / "ops-dashboard.png").stat)).st_size > 10_000

@@ -1,0 +1,270 @@
+"""The ops API over real jobs run by a real arq worker: queue statistics, listings, a job's
+detail with secrets redacted, retry of a dead job, abort of a queued and of a running one, the
+refusals, and the Directory Insights record of every action."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
+from aiosmtpd.controller import Controller
+from arq.constants import abort_jobs_ss, result_key_prefix
+
+from service import config
+from service.adapters import orm
+from service.bootstrap import Services
+from service.domain.commands import Actor
+from service.domain.model import Role, new_id
+from tests.conftest import TEST_REDIS_URL, Api, Mailbox, Org, bootstrap_org, free_port
+from tests.service.ops_support import Worker, draining_worker, tidy_jobs
+
+OPS = "/api/v1/ops"
+
+@pytest.fixture
+async def workers(services: Services) -> AsyncIterator[Worker]:
+    async with draining_worker(services) as worker:
+        yield worker
+
+
+@pytest.fixture(autouse=True)
+async def tidy(services: Services) -> AsyncIterator[None]:
+    async with tidy_jobs(services):
+        yield
+
+
+
+@pytest.fixture
+def smtp_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, smtp_port: int) -> config.Settings:
+    """The suite's settings, with mail going to an SMTP port that nobody listens on until a test
+    starts a server there, and a job dead after its first failure."""
+    env = {
+        "ADMINLINK_DATA_DIR": str(tmp_path / "data"),
+        "ADMINLINK_DATABASE_URL": database_url,
+        "ADMINLINK_SECRET_KEY": "test-secret-key-" + "x" * 32,
+        "ADMINLINK_JOB_POLL_DELAY": "0.01",
+        "ADMINLINK_COOKIE_SECURE": "false",
+        "ADMINLINK_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "ADMINLINK_JOB_MAX_TRIES": "1",
+        "ADMINLINK_METRICS_TOKEN": "scrape-token-" + "y" * 32,
+    }
+    if TEST_REDIS_URL:
+        env["ADMINLINK_REDIS_URL"] = TEST_REDIS_URL
+    return config.load(env)
+
+
+@pytest.fixture
+def smtp_later(smtp_port: int) -> Iterator[tuple[Mailbox, Controller]]:
+    mailbox = Mailbox([])
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    yield mailbox, controller
+    try:
+        controller.stop()
+    except AssertionError:  # never started
+        pass
+
+
+async def job_row(services: Services, job_id: str) -> Any:
+    async with services.session_factory() as session:
+        return (await session.execute(sa.select(orm.jobs).where(orm.jobs.c.id == job_id))).one()
+
+
+async def wait_for_status(services: Services, job_id: str, *statuses: str, seconds: float = 10.0) -> Any:
+    for _ in range(int(seconds / 0.05)):
+        row = await job_row(services, job_id)
+        if row.status in statuses:
+            return row
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} stayed {row.status}, expected {statuses}")
+
+
+async def add_job(services: Services, org: Org, function: str, args: dict[str, Any],
+                  enqueue: bool = True) -> str:
+    actor = Actor(org.id, "test", "system", Role.BILLING)
+    async with services.uow(actor) as uow:
+        job_id = await uow.add_job(function, args)
+        if not enqueue:
+            uow._new_jobs = []  # the row alone: as if Redis had been down at commit
+        await uow.commit()
+    return job_id
+
+
+async def insights_of(services: Services, org_id: str, event_type: str) -> list[dict[str, Any]]:
+    table = orm.insights_events
+    async with services.session_factory() as session:
+        rows = await session.execute(sa.select(table.c.body).where(
+            table.c.organization_id == org_id, table.c.event_type == event_type).order_by(table.c.timestamp))
+        return [r.body for r in rows]
+
+
+async def mail_job(api: Api, services: Services, org: Org) -> tuple[str, str]:
+    """A real admin-role assignment, whose notice email becomes a send_email job."""
+    user = await api.user()
+    await api.admin_from_user(user)
+    async with services.session_factory() as session:
+        job_id = await session.scalar(
+            sa.select(orm.jobs.c.id).where(orm.jobs.c.organization_id == org.id,
+                                           orm.jobs.c.function == "send_email")
+            .order_by(orm.jobs.c.created_at.desc()).limit(1))
+    return str(job_id), user["email"]
+
+
+async def test_retry_of_a_dead_job_runs_it_again(api: Api, client: TestClient, services: Services, org: Org,
+                                                 workers: Worker, smtp_later: tuple[Mailbox, Controller]) -> None:
+    await workers.start()
+    job_id, email = await mail_job(api, services, org)
+    dead = await wait_for_status(services, job_id, "dead")  # nobody listens for SMTP yet
+    assert dead.tries == 1 and "Error" in dead.error
+    assert await services.redis.exists(result_key_prefix + job_id)  # arq keeps its result: its id is taken
+
+    listed = await api.ok("GET", f"{OPS}/jobs?status=dead")
+    assert [j["id"] for j in listed["results"]] == [job_id]
+    mailbox, smtp = smtp_later
+    smtp.start()
+    status, body = await api.post(f"{OPS}/jobs/{job_id}/retry")
+    assert status == 200, body
+    assert body["enqueued"] is True and body["job"]["status"] in ("queued", "in_progress", "complete")
+    done = await wait_for_status(services, job_id, "complete")
+    assert done.tries == 1
+    await asyncio.sleep(0.1)
+    assert [m.rcpt_tos for m in mailbox.messages] == [[email]]
+
+    [record] = await insights_of(services, org.id, "job_retry")
+    assert record["success"] is True and record["resource"] == {"id": job_id, "type": "job"}
+    assert record["initiated_by"]["id"] == org.admin_id and record["initiated_by"]["administrator"] is True
+    assert {"field": "status", "from": "dead", "to": "queued"} in record["changes"]
+    assert record["job"]["function"] == "send_email"
+
+    status, body = await api.post(f"{OPS}/jobs/{job_id}/retry")
+    assert (status, body["error"]["code"]) == (409, "job_not_retryable")
+
+
+async def test_abort_of_a_queued_job_keeps_it_from_running(api: Api, services: Services, org: Org,
+                                                           workers: Worker) -> None:
+    job_id = await add_job(services, org, "end_sessions", {"type": "user", "id": "nobody"})
+    assert await services.redis.zscore(services.settings.queue_name, job_id) is not None
+    status, body = await api.post(f"{OPS}/jobs/{job_id}/abort")
+    assert status == 200, body
+    assert (body["job"]["status"], body["was"], body["arq"]) == ("aborted", "queued", "removed_from_queue")
+    assert await services.redis.zscore(services.settings.queue_name, job_id) is None
+    await workers.start()
+    await asyncio.sleep(0.5)
+    row = await job_row(services, job_id)
+    assert row.status == "aborted" and row.started_at is None and row.tries == 0
+    [record] = await insights_of(services, org.id, "job_abort")
+    assert {"field": "status", "from": "queued", "to": "aborted"} in record["changes"]
+    status, body = await api.post(f"{OPS}/jobs/{job_id}/abort")
+    assert (status, body["error"]["code"]) == (409, "job_not_abortable")
+    # An abort never leaves arq's abort mark for an id that was not running.
+    assert await services.redis.zscore(abort_jobs_ss, job_id) is None
+
+
+async def test_abort_of_a_running_job_cancels_it(api: Api, services: Services, org: Org, workers: Worker,
+                                                 smtp_port: int) -> None:
+    # An SMTP server that accepts the connection and never answers: the email job hangs.
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    hung = await asyncio.start_server(never_answer, "127.0.0.1", smtp_port)
+    try:
+        await workers.start()
+        job_id, _ = await mail_job(api, services, org)
+        await wait_for_status(services, job_id, "in_progress")
+        status, body = await api.post(f"{OPS}/jobs/{job_id}/abort")
+        assert status == 200, body
+        assert (body["was"], body["arq"]) == ("in_progress", "cancel_requested")
+        for _ in range(100):
+            if await services.redis.exists(result_key_prefix + job_id):
+                break
+            await asyncio.sleep(0.05)
+        result = await services.redis.get(result_key_prefix + job_id)
+        assert result is not None and json.loads(result)["s"] is False  # arq's record of the cancelled run
+        assert (await job_row(services, job_id)).status == "aborted"
+        assert await services.redis.zscore(abort_jobs_ss, job_id) is None
+    finally:
+        hung.close()
+
+
+async def test_queue_statistics(api: Api, services: Services, org: Org, workers: Worker) -> None:
+    await workers.start()
+    finished = [await add_job(services, org, "end_sessions", {"type": "user", "id": f"u{i}"}) for i in range(3)]
+    for job_id in finished:
+        await wait_for_status(services, job_id, "complete")
+    await workers.stop()
+    await add_job(services, org, "end_sessions", {"type": "user", "id": "later"}, enqueue=False)
+    other = await bootstrap_org(services, "Other")
+    await add_job(services, other, "end_sessions", {"type": "user", "id": "theirs"}, enqueue=False)
+    stats = await api.ok("GET", f"{OPS}/queues")
+    [queue] = [q for q in stats["queues"] if q["queue"] == "end_sessions"]
+    assert queue["queued"] == 1 and queue["in_progress"] == 0 and queue["dead"] == 0
+    assert queue["completed"] == {"1m": 3, "5m": 3, "15m": 3}
+    assert queue["time_in_queue_seconds"]["p50"] is not None and queue["time_in_queue_seconds"]["p99"] >= 0
+    assert queue["oldest_queued_age_seconds"] is not None and queue["oldest_queued_age_seconds"] >= 0
+
+
+async def test_listing_pages_and_filters(api: Api, services: Services, org: Org) -> None:
+    ids = [await add_job(services, org, "end_sessions", {"type": "user", "id": f"u{i}"}, enqueue=False)
+           for i in range(5)]
+    mail = await add_job(services, org, "send_email", {"mail_id": "m"}, enqueue=False)
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        query = "function=end_sessions&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = await api.ok("GET", f"{OPS}/jobs?{query}")
+        seen += [j["id"] for j in page["results"]]
+        if not page["next_cursor"]:
+            break
+        cursor = page["next_cursor"]
+    assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
+    everything = await api.ok("GET", f"{OPS}/jobs?status=queued&since=2000-01-01T00:00:00Z")
+    assert {j["id"] for j in everything["results"]} >= {*ids, mail}
+    for bad in ("status=sleeping", "limit=0", "since=yesterday", "cursor=%%%"):
+        status, body = await api.get(f"{OPS}/jobs?{bad}")
+        assert status == 400, bad
+
+
+async def test_detail_redacts_secrets(api: Api, services: Services, org: Org) -> None:
+    job_id = await add_job(services, org, "send_email", {
+        "mail_id": "m1", "password": "hunter2-hunter2", "nested": {"api_key": "k", "note": "key alk_abcdefghijkl"}},
+        enqueue=False)
+    job = await api.ok("GET", f"{OPS}/jobs/{job_id}")
+    assert job["args"] == {"mail_id": "m1", "password": "[redacted]",
+                           "nested": {"api_key": "[redacted]", "note": "key alk_[redacted]"}}
+    assert job["status"] == "queued" and job["tries"] == 0 and job["arq"]["in_queue"] is False
+    assert "hunter2" not in str(job)
+
+
+async def test_refusals_change_nothing_and_are_recorded(api: Api, client: TestClient, services: Services,
+                                                        org: Org) -> None:
+    job_id = await add_job(services, org, "end_sessions", {"type": "user", "id": "x"}, enqueue=False)
+    manager_admin, manager = await api.admin_with_key(Role.MANAGER)
+    for method, path in [("GET", f"{OPS}/queues"), ("GET", f"{OPS}/jobs"), ("GET", f"{OPS}/jobs/{job_id}"),
+                         ("POST", f"{OPS}/jobs/{job_id}/retry"), ("POST", f"{OPS}/jobs/{job_id}/abort")]:
+        status, body = await manager.call(method, path)
+        assert (status, body["error"]["code"]) == (403, "permission_denied"), path
+        assert body["error"]["required_role"] == "Administrator"
+    assert (await job_row(services, job_id)).status == "queued"
+    denied = await insights_of(services, org.id, "job_abort")
+    assert [(r["success"], r["initiated_by"]["id"]) for r in denied] == [(False, manager_admin["id"])]
+
+    other = await bootstrap_org(services, "Other")
+    theirs = await add_job(services, other, "end_sessions", {"type": "user", "id": "y"}, enqueue=False)
+    for method, path in [("GET", f"{OPS}/jobs/{theirs}"), ("POST", f"{OPS}/jobs/{theirs}/abort"),
+                         ("POST", f"{OPS}/jobs/{new_id()}/retry")]:
+        status, body = await api.call(method, path)
+        assert (status, body["error"]["code"]) == (404, "job_not_found"), path
+    assert (await job_row(services, theirs)).status == "queued"
+    status, body = await api.post(f"{OPS}/jobs/{job_id}/retry")
+    assert (status, body["error"]["code"]) == (409, "job_not_retryable")
+    assert (await client.get(f"{OPS}/queues")).status == 401
