@@ -11,15 +11,12 @@ from service import policy
 from service.api.context import services_of
 from service.domain import commands as c
 from service.policy import Action
-from service.provisioning import VersionMismatch
 from webhooks.scim.directory import Directory
 from webhooks.scim.errors import ScimError, scim_json
-from webhooks.scim.http import Caller, base_url, check_if_match, json_body, not_modified, resource_id
+from webhooks.scim.http import Caller, apply_patch, base_url, check_if_match, json_body, not_modified, resource_id
 from webhooks.scim.listing import list_body, response_parameters, search_request
 from webhooks.scim.resources import GroupRecord, dump, group_resource, members_of
 from webhooks.scim.schema import POLICY
-
-PATCH_ATTEMPTS = 3
 
 
 def _wants_members(parameters: ResponseParameters) -> bool:
@@ -110,23 +107,16 @@ async def patch_group(request: web.Request, caller: Caller) -> web.Response:
     group_id, parameters = resource_id(request), response_parameters(request.query)
     patch = PatchOp[Group].model_validate(await json_body(request), scim_ctx=Context.RESOURCE_PATCH_REQUEST,
                                           scim_policy=POLICY)
-    for attempt in range(PATCH_ATTEMPTS):
-        current = await _record(request, caller, group_id)
-        pinned = check_if_match(request, current.version)
+    def replacement(current: GroupRecord) -> c.Command:
         resource = group_resource(current, base_url(request))
         patch.patch(resource, scim_policy=POLICY)
         if not isinstance(resource.display_name, str):
             raise ScimError(400, "displayName is required", "mutability")
-        external_id = _external_id(resource.external_id)
-        command = c.ReplaceProvisionedGroup(caller.actor, group_id, resource.display_name,
-                                            external_id, members_of(resource),
-                                            expected_version=current.version)
-        try:
-            await services_of(request).bus.handle(command)
-            break
-        except VersionMismatch:
-            if pinned is not None or attempt == PATCH_ATTEMPTS - 1:
-                raise
+        return c.ReplaceProvisionedGroup(caller.actor, group_id, resource.display_name,
+                                         _external_id(resource.external_id), members_of(resource),
+                                         expected_version=current.version)
+
+    await apply_patch(request, lambda: _record(request, caller, group_id), replacement)
     return _answer(request, await _record(request, caller, group_id), parameters)
 
 

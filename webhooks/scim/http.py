@@ -20,8 +20,9 @@ from scim2_models import SCIMException
 from service.adapters import orm
 from service.adapters.crypto import token_hash
 from service.api.context import services_of
-from service.domain.commands import Actor
+from service.domain.commands import Actor, Command
 from service.domain.errors import DomainError
+from service.provisioning import VersionMismatch
 from webhooks.scim import errors
 from webhooks.scim.errors import ScimError
 from webhooks.scim.schema import POLICY
@@ -158,3 +159,22 @@ def not_modified(request: web.Request, current_version: str) -> bool:
         return False
     tags = {t.strip() if t.strip().startswith("W/") else f"W/{t.strip()}" for t in header.split(",")}
     return header.strip() == "*" or current_version in tags
+
+
+PATCH_ATTEMPTS = 3
+
+
+async def apply_patch(request: web.Request, load: Callable[[], Awaitable[Any]],
+                      replacement: Callable[[Any], Command]) -> None:
+    """Applies a PATCH as a full replacement of the version it was computed from. When another
+    change lands in between, the PATCH is computed again on the new version; a client that pinned
+    the version with If-Match gets 412 instead."""
+    for attempt in range(PATCH_ATTEMPTS):
+        current = await load()
+        pinned = check_if_match(request, current.version)
+        try:
+            await services_of(request).bus.handle(replacement(current))
+            return
+        except VersionMismatch:
+            if pinned is not None or attempt == PATCH_ATTEMPTS - 1:
+                raise

@@ -13,17 +13,15 @@ from service.domain import commands as c
 from service.domain.errors import DomainError
 from service.handlers import validate_password
 from service.policy import Action
-from service.provisioning import VersionMismatch
 from webhooks.scim import quirks
 from webhooks.scim.directory import Directory
 from webhooks.scim.errors import ScimError, scim_json
-from webhooks.scim.http import Caller, base_url, check_if_match, json_body, not_modified, resource_id
+from webhooks.scim.http import Caller, apply_patch, base_url, check_if_match, json_body, not_modified, resource_id
 from webhooks.scim.listing import list_body, response_parameters, search_request
 from webhooks.scim.resources import UserRecord, dump, profile_from_user, user_resource
 from webhooks.scim.schema import POLICY, UserModel
 
 # A PATCH computed from a state that another request changed meanwhile is computed again.
-PATCH_ATTEMPTS = 3
 
 
 async def _record(request: web.Request, caller: Caller, user_id: str) -> UserRecord:
@@ -110,20 +108,13 @@ async def patch_user(request: web.Request, caller: Caller) -> web.Response:
     body = quirks.patch_body(await json_body(request))
     patch = PatchOp[UserModel].model_validate(body, scim_ctx=Context.RESOURCE_PATCH_REQUEST,
                                               scim_policy=POLICY)
-    for attempt in range(PATCH_ATTEMPTS):
-        current = await _record(request, caller, user_id)
-        pinned = check_if_match(request, current.version)
+    def replacement(current: UserRecord) -> c.Command:
         resource = user_resource(current, base_url(request))
         patch.patch(resource, scim_policy=POLICY)
         wanted, password = profile_from_user(resource)
-        command = c.ReplaceProvisionedUser(caller.actor, user_id, wanted, password,
-                                           expected_version=current.version)
-        try:
-            await services_of(request).bus.handle(command)
-            break
-        except VersionMismatch:
-            if pinned is not None or attempt == PATCH_ATTEMPTS - 1:
-                raise
+        return c.ReplaceProvisionedUser(caller.actor, user_id, wanted, password, expected_version=current.version)
+
+    await apply_patch(request, lambda: _record(request, caller, user_id), replacement)
     return _answer(request, await _record(request, caller, user_id), parameters)
 
 
