@@ -10,7 +10,6 @@ import sys
 from typing import Any
 
 from aiohttp import web
-from arq.worker import Worker
 
 from service import cli_ops, config
 from service.adapters import db
@@ -20,36 +19,24 @@ from service.domain import commands as c
 from service.domain.errors import DomainError
 from service.domain.model import Role, new_id
 from service.logging import configure as configure_logging
+from workers.running import InProcessWorker
 
 
-def in_process_worker(services: Services) -> Worker:
-    from workers.settings import worker_options
-
-    return Worker(
-        **worker_options(services.settings),
-        redis_pool=services.redis,
-        ctx={"services": services},
-        handle_signals=False,  # the process stops on our own signal handlers, below
-    )
-
-
-async def _until_stopped(worker: Worker | None) -> None:
-    """Runs the worker (if any) until SIGINT or SIGTERM, then lets it finish cleanly."""
+async def _until_stopped(worker: InProcessWorker | None) -> None:
+    """Runs the worker (if any) until SIGINT or SIGTERM, then lets its running jobs finish."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(worker.main()) if worker is not None else None
+    task = worker.start() if worker is not None else None
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait([t for t in (task, waiter) if t is not None], return_when=asyncio.FIRST_COMPLETED)
-    if task is not None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await worker.close()  # type: ignore[union-attr]
+    if worker is not None:
+        await worker.stop()
     waiter.cancel()
 
 
-async def _serve_web(services: Services, worker: Worker | None) -> None:
+async def _serve_web(services: Services, worker: InProcessWorker | None) -> None:
     settings = services.settings
     runner = web.AppRunner(create_app(services), access_log=None)
     await runner.setup()
@@ -66,7 +53,7 @@ async def _serve_web(services: Services, worker: Worker | None) -> None:
 async def serve(settings: config.Settings) -> None:
     """One process: migrations applied, web app and a worker sharing one (possibly embedded) Redis."""
     services = await build(settings, migrate=True)
-    await _serve_web(services, in_process_worker(services))
+    await _serve_web(services, InProcessWorker(services))
 
 
 async def web_only(settings: config.Settings) -> None:
@@ -78,7 +65,7 @@ async def worker_only(settings: config.Settings) -> None:
         raise SystemExit("adminlink worker needs ADMINLINK_REDIS_URL; `adminlink serve` runs an embedded worker")
     services = await build(settings)
     try:
-        await _until_stopped(in_process_worker(services))
+        await _until_stopped(InProcessWorker(services))
     finally:
         await services.close()
 

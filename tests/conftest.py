@@ -26,9 +26,9 @@ from service.adapters import db
 from service.adapters.queue import embedded_pool, redis_pool
 from service.api.app import create_app
 from service.bootstrap import Services, build
-from service.cli import in_process_worker
 from service.domain import commands as c
 from service.domain.model import Role, new_id
+from workers.running import InProcessWorker
 
 TEST_DATABASE_URL = os.environ.get("ADMINLINK_TEST_DATABASE_URL")
 TEST_REDIS_URL = os.environ.get("ADMINLINK_TEST_REDIS_URL")
@@ -82,13 +82,12 @@ async def client(services: Services, aiohttp_client: Any) -> TestClient:
 
 @pytest.fixture
 async def worker(services: Services) -> AsyncIterator[None]:
-    """A real arq worker, in this process, on the same Redis as the web app."""
-    running = in_process_worker(services)
-    task = asyncio.create_task(running.main())
+    """A real arq worker, in this process, on the same Redis as the web app; it stops once the
+    jobs it is running have finished."""
+    running = InProcessWorker(services)
+    running.start()
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await running.close()
+    await running.stop(grace=20)
 
 
 @dataclass

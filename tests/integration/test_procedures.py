@@ -26,6 +26,7 @@ from service.bootstrap import Services, build
 from service.domain.model import Role
 from tests.conftest import Api, Mailbox, Org, bootstrap_org
 from tests.service.test_admin_roles import records
+from workers.running import InProcessWorker
 
 pytestmark = pytest.mark.integration
 
@@ -47,16 +48,12 @@ async def smtp_services(settings: config.Settings, smtp_server: tuple[str, Mailb
 
 @pytest.fixture
 async def e2e(smtp_services: Services, aiohttp_client: Any) -> AsyncIterator[tuple[Api, Org, Services]]:
-    from service.cli import in_process_worker
-
     client: TestClient = await aiohttp_client(create_app(smtp_services))
     org = await bootstrap_org(smtp_services)
-    worker = in_process_worker(smtp_services)
-    task = asyncio.create_task(worker.main())
+    worker = InProcessWorker(smtp_services)
+    worker.start()
     yield Api(client, org.key), org, smtp_services
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await worker.close()
+    await worker.stop(grace=20)
 
 
 async def eventually(check: Callable[[], Any], within: float = 15.0) -> Any:

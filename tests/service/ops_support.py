@@ -4,42 +4,33 @@ otherwise hand them to arq in the middle of another test)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import sqlalchemy as sa
 
 from service.adapters import orm
 from service.bootstrap import Services
-from service.cli import in_process_worker
 from service.domain.model import now
+from workers.running import InProcessWorker
 
 
 class Worker:
-    """A real in-process arq worker on the app's Redis, stopped only once its jobs are done."""
+    """A real in-process arq worker on the app's Redis, started when the test says so and stopped
+    only once its jobs are done."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.task: asyncio.Task[Any] | None = None
-        self.worker: Any = None
+        self.running: InProcessWorker | None = None
 
     async def start(self) -> None:
-        self.worker = in_process_worker(self.services)
-        self.task = asyncio.create_task(self.worker.main())
+        self.running = InProcessWorker(self.services)
+        self.running.start()
 
     async def stop(self) -> None:
-        if self.task is None:
-            return
-        for _ in range(200):  # let running jobs (and the hooks after them) finish
-            if not any(not t.done() for t in self.worker.tasks.values()):
-                break
-            await asyncio.sleep(0.05)
-        self.task.cancel()
-        await asyncio.gather(self.task, return_exceptions=True)
-        await self.worker.close()
-        self.task = None
+        if self.running is not None:
+            await self.running.stop(grace=10)
+            self.running = None
 
 
 @asynccontextmanager
