@@ -124,10 +124,16 @@ def _error_code(response: web.StreamResponse | None) -> str | None:
 
 JOBS_KEY = "adminlink:metrics:jobs"
 _STARTED = "_adminlink_metrics_started"
+_ENDED_AS = "_adminlink_metrics_ended_as"
 
 
 def job_started(ctx: dict[str, Any]) -> None:
     ctx[_STARTED] = time.perf_counter()
+
+
+def job_ended_as(ctx: dict[str, Any], function: str, status: str) -> None:
+    """Called by the job itself with the status it gave its row, so counting it reads nothing."""
+    ctx[_ENDED_AS] = (function, status)
 
 
 async def job_finished(ctx: dict[str, Any]) -> None:
@@ -140,19 +146,22 @@ async def job_finished(ctx: dict[str, Any]) -> None:
         return
     seconds = time.perf_counter() - started
     try:
-        row = await _job_row(services, job_id)
-        if row is None:
+        # A run cut off (aborted, timed out) never said how it ended: its row tells.
+        ended_as = ctx.get(_ENDED_AS) or await _job_row(services, job_id)
+        if ended_as is None:
             return
-        await record_job(services.redis, row.function, _outcome(row.status), seconds)
+        function, status = ended_as
+        await record_job(services.redis, function, _outcome(status), seconds)
     except Exception:  # metrics never fail a job
         log.warning("could not record metrics for job %s", job_id, exc_info=True)
 
 
-async def _job_row(services: Services, job_id: str) -> Any:
+async def _job_row(services: Services, job_id: str) -> tuple[str, str] | None:
     jobs = orm.jobs
     async with services.session_factory() as session:
         query = sa.select(jobs.c.function, jobs.c.status).where(jobs.c.id == job_id)
-        return (await session.execute(query)).one_or_none()
+        row = (await session.execute(query)).one_or_none()
+    return (row.function, row.status) if row is not None else None
 
 
 def _outcome(status: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from arq import Retry
 
+from service import metrics
 from service.adapters import orm
 from service.adapters.jobs import JobOutcome
 from service.bootstrap import Services
@@ -49,17 +50,21 @@ async def run_row(ctx: dict[str, Any], job_id: str, work: RowWork) -> Any:
         error = "".join(traceback.format_exception_only(exc)).strip()
         if row.tries >= services.settings.job_max_tries:
             log.error("job %s (%s) is dead after %d tries: %s", job_id, row.function, row.tries, error)
-            await services.jobs.finish(job_id, "dead", error=traceback.format_exc())
+            await _finish(ctx, row, "dead", error=traceback.format_exc())
             return "dead"
         delay = backoff(row.tries)
-        await services.jobs.finish(job_id, "failed", error=traceback.format_exc(),
-                                   retry_at=now() + timedelta(seconds=delay))
+        await _finish(ctx, row, "failed", error=traceback.format_exc(), retry_at=now() + timedelta(seconds=delay))
         raise Retry(defer=delay) from exc
     if isinstance(result, JobOutcome):
-        await services.jobs.finish(job_id, result.status, result=result.result, error=result.error)
+        await _finish(ctx, row, result.status, result=result.result, error=result.error)
         return result.status
-    await services.jobs.finish(job_id, "complete", result=result)
+    await _finish(ctx, row, "complete", result=result)
     return result
+
+
+async def _finish(ctx: dict[str, Any], row: sa.Row[Any], status: str, **details: Any) -> None:
+    if await ctx["services"].jobs.finish(row.id, status, **details):
+        metrics.job_ended_as(ctx, row.function, status)
 
 
 async def _end_sessions(services: Services, args: dict[str, Any]) -> dict[str, int]:

@@ -46,15 +46,16 @@ class JobStore:
             return claimed.one_or_none()
 
     async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
-                     retry_at: datetime | None = None) -> None:
+                     retry_at: datetime | None = None) -> bool:
         """Records how a run ended; a failed run says when it is tried again (``defer_until``).
-        A row moved on meanwhile (aborted by ops) keeps its status."""
+        A row moved on meanwhile (aborted by ops) keeps its status: then the answer is False."""
         async with self.session_factory() as session, session.begin():
-            await session.execute(
+            finished = await session.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.status == "in_progress")
                 .values(status=status, result=result, error=error, finished_at=now(), defer_until=retry_at)
             )
+        return bool(finished.rowcount)  # type: ignore[attr-defined]
 
     async def mark_enqueued(self, job_ids: list[str]) -> None:
         async with self.session_factory() as session, session.begin():

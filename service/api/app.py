@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from aiohttp import web
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
@@ -42,9 +44,28 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.json_response(error_body(code, exc.reason), status=exc.status, headers={
             k: v for k, v in exc.headers.items() if k.lower() == "allow"
         })
+    except OUTAGES as outage:
+        if isinstance(outage, sa.exc.DBAPIError) and not _lost_connection(outage):
+            log.exception("unhandled database error on %s %s", request.method, request.path)
+            return web.json_response(error_body("internal_error", "internal error"), status=500)
+        log.warning("%s %s: %s unavailable (%s)", request.method, request.path,
+                    "Redis" if isinstance(outage, REDIS_OUTAGES) else "the database", type(outage).__name__)
+        return web.json_response(error_body("temporarily_unavailable", "a backing service is unavailable; "
+                                            "try again shortly"), status=503, headers={"Retry-After": "5"})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response(error_body("internal_error", "internal error"), status=500)
+
+
+# The database or Redis is down or a pooled connection died (PostgreSQL restarted: SQLAlchemy then
+# replaces the pool's connections, so the next request gets a fresh one): nothing was done, and a
+# client may try again. The engine does not ping a connection before every use; this is the price.
+REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
+OUTAGES = (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, *REDIS_OUTAGES)
+
+
+def _lost_connection(error: sa.exc.DBAPIError) -> bool:
+    return error.connection_invalidated or isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))
 
 
 def _client(request: web.Request) -> tuple[str | None, str | None]:
