@@ -1,9 +1,10 @@
 """Inbound webhook events: recorded and enqueued on receipt, applied by a job.
 
-Receiving (``accept``): the delivery becomes one row of the jobs table, keyed by its idempotency
-key, in one transaction with the employee-id links it teaches; then arq gets the row's id. A
-delivery seen before answers the same job. If the database or Redis cannot take it, the caller
-answers 503 (``Unavailable``); a committed row that arq never got is enqueued by the reconciler.
+Receiving (``service.intake``, with the helpers here): the delivery becomes one row of the jobs
+table, keyed by its idempotency key, in one transaction with the employee-id links it teaches;
+then arq gets the row's id. A delivery seen before answers the same job. If the database or Redis
+cannot take it, the caller answers 503 (``Unavailable``); a committed row that arq never got is
+enqueued by the reconciler.
 
 Applying (``apply``): each event becomes a command for the message bus, run with the
 integration as its actor, so the same handlers and permission checks decide. Around each
@@ -20,7 +21,6 @@ records it, for the same reason.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -46,7 +46,6 @@ from webhooks.payloads import Delivery, Event, Subject
 log = logging.getLogger(__name__)
 
 APPLY_FUNCTION = "apply_webhook"
-ENQUEUE_TIMEOUT = 2.0  # a Redis that does not answer is as good as down: the sender retries later
 MAX_KEY_PART = 120
 SUSPENDING = frozenset({"employee.terminated", "employee.suspended", "employee.leave_started", "user.suspended"})
 ACTIVATING = frozenset({"employee.returned", "user.activated"})
@@ -201,21 +200,11 @@ def idempotency_key(integration_id: str, delivery: Delivery, message_id: str | N
     return f"webhook:{integration_id}:{part}"
 
 
-async def accept(services: Services, integration: Integration, delivery: Delivery, key: str) -> Accepted:
-    """Records the delivery (or finds it recorded) and hands it to arq."""
-    try:
-        job_id, replayed, status = await _record(services, integration, delivery, key)
-    except (SQLAlchemyError, OSError) as exc:
-        log.warning("webhook for integration %s not recorded: the database is unavailable", integration.id)
-        raise Unavailable("the database is unavailable") from exc
-    if status == "queued":  # again for a replay: its first enqueue may have failed
-        await _enqueue(services, job_id)
-    return Accepted(job_id, replayed)
-
-
-async def _record(services: Services, integration: Integration, delivery: Delivery,
-                  key: str) -> tuple[str, bool, str]:
-    """One transaction: the subjects resolved, then the row inserted unless its key is known."""
+async def record_delivery(services: Services, integration: Integration, delivery: Delivery,
+                          key: str) -> tuple[str, bool, str]:
+    """One delivery in a transaction of its own: the subjects resolved, then the row inserted
+    unless its key is known. Answers the job's id, whether it was recorded before, its status.
+    (``service.intake`` records many deliveries in one transaction; this is its fallback.)"""
     dialect = services.engine.dialect.name
     # A link learned by a concurrent delivery at the same moment makes the first try collide;
     # the second finds it.
@@ -223,17 +212,15 @@ async def _record(services: Services, integration: Integration, delivery: Delive
         try:
             async with services.session_factory() as session, session.begin():
                 try:
-                    events = await _resolve_events(session, integration, delivery)
+                    events = await resolve_events(session, integration, delivery)
                 except UnknownSubject:
                     seen = await _recorded(session, key)  # a replay of an event whose user is gone since
                     if seen is None:
                         raise
                     return seen.id, True, seen.status
                 job_id = new_id()
-                inserted = await session.scalar(_insert_ignoring_duplicates(
-                    dialect, orm.jobs, id=job_id, organization_id=integration.organization_id, idempotency_key=key,
-                    function=APPLY_FUNCTION, args={"integration_id": integration.id, "events": events},
-                    status="queued", created_at=now()).returning(orm.jobs.c.id))
+                inserted = await session.scalar(insert_ignoring_duplicates(
+                    dialect, orm.jobs, job_row(job_id, integration, key, events)).returning(orm.jobs.c.id))
                 if inserted is not None:
                     return job_id, False, "queued"
             async with services.session_factory() as session:
@@ -246,27 +233,35 @@ async def _record(services: Services, integration: Integration, delivery: Delive
     raise AssertionError("unreachable")
 
 
+def insert_ignoring_duplicates(dialect: str, table: sa.Table, values: Any) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).values(values).on_conflict_do_nothing()
+
+
+def job_row(job_id: str, integration: Integration, key: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": job_id, "organization_id": integration.organization_id, "idempotency_key": key,
+            "function": APPLY_FUNCTION, "args": {"integration_id": integration.id, "events": events},
+            "status": "queued", "created_at": now()}
+
+
 async def _recorded(session: Any, key: str) -> Any:
     return (await session.execute(sa.select(orm.jobs.c.id, orm.jobs.c.status).where(
         orm.jobs.c.idempotency_key == key))).one_or_none()
 
 
-async def _enqueue(services: Services, job_id: str) -> None:
-    try:
-        async with asyncio.timeout(ENQUEUE_TIMEOUT):
-            await services.queue.enqueue(APPLY_FUNCTION, job_id)
-    except Exception as exc:  # Redis down or stuck: the row is safe, the reconciler enqueues it
-        log.warning("webhook job %s recorded but not enqueued: %s", job_id, type(exc).__name__)
-        raise Unavailable("the queue is unavailable") from exc
+KnownEmails = dict[tuple[str, str], str]  # (organization id, lower-case email) -> user id
 
 
-async def _resolve_events(session: Any, integration: Integration, delivery: Delivery) -> list[dict[str, Any]]:
+async def resolve_events(session: Any, integration: Integration, delivery: Delivery,
+                         known: KnownEmails | None = None) -> list[dict[str, Any]]:
+    """The delivery's events as a job carries them, each with the id of its user. ``known``:
+    users already looked up by email for a whole batch of deliveries."""
     users: dict[Subject, str] = {}
     events = []
     for seq, event in enumerate(delivery.events):
         _check_data(event)
         if event.subject not in users:
-            users[event.subject] = await _resolve_subject(session, integration, event.subject)
+            users[event.subject] = await _resolve_subject(session, integration, event.subject, known or {})
         events.append({
             "seq": seq, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
             "user_id": users[event.subject], "subject": event.subject.as_dict(), "data": event.data,
@@ -285,7 +280,7 @@ def _check_data(event: Event) -> None:
             raise Unprocessable("invalid_payload", "data.api_access must be true or false")
 
 
-async def _resolve_subject(session: Any, integration: Integration, subject: Subject) -> str:
+async def _resolve_subject(session: Any, integration: Integration, subject: Subject, known: KnownEmails) -> str:
     """The user an event is about: by the HR system's employee id (learned before), else the
     external id, else the email. An employee id seen with a user for the first time is learned."""
     org = integration.organization_id
@@ -304,7 +299,7 @@ async def _resolve_subject(session: Any, integration: Integration, subject: Subj
             raise UnknownSubject("several users have this external_id")
         user_id = found[0].id if found else None
     if user_id is None and subject.email:
-        user_id = await session.scalar(sa.select(users.c.id).where(
+        user_id = known.get((org, normalise_email(subject.email))) or await session.scalar(sa.select(users.c.id).where(
             users.c.organization_id == org, sa.func.lower(users.c.email) == normalise_email(subject.email)))
     if user_id is None:
         raise UnknownSubject("no user of this organization matches the subject")
@@ -451,11 +446,6 @@ class EventUnits:
     @property
     def outcome(self) -> str | None:
         return self.ordered.outcome if self.ordered else None
-
-
-def _insert_ignoring_duplicates(dialect: str, table: sa.Table, **values: Any) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).values(**values).on_conflict_do_nothing()
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 ``POST /webhooks/hr/{integration_id}`` and ``POST /webhooks/directory/{integration_id}``: check
 the signature, read the payload, and answer ``202 {"job_id", "status_url"}`` once the event is
-recorded and queued (``service.inbound``), or 503 with ``Retry-After`` if it cannot be. Nothing
+recorded and queued (``service.intake``), or 503 with ``Retry-After`` if it cannot be. Nothing
 here decides what an event does to a user.
 """
 
@@ -14,9 +14,15 @@ from service import inbound
 from service.api.context import services_of
 from service.api.errors import ApiError, error_body
 from service.bootstrap import Services
+from service.intake import Intake
 from webhooks import payloads, signatures
 
 routes = web.RouteTableDef()
+INTAKE = web.AppKey("webhook_intake", Intake)
+
+
+def setup(app: web.Application, services: Services) -> None:
+    app[INTAKE] = Intake(services)
 
 
 @routes.post("/webhooks/hr/{integration_id}")
@@ -37,7 +43,7 @@ async def receive(request: web.Request, kind: str) -> web.Response:
         message_id = await verify(services, integration, request, body)
         delivery = payloads.parse(integration.provider, kind, body)
         key = inbound.idempotency_key(integration.id, delivery, message_id, body)
-        accepted = await inbound.accept(services, integration, delivery, key)
+        accepted = await request.app[INTAKE].accept(integration, delivery, key)
     except (signatures.SignatureError, payloads.PayloadError) as refused:
         raise ApiError(refused.status, refused.code, refused.message) from refused
     except inbound.Unprocessable as unprocessable:

@@ -13,6 +13,9 @@ from typing import Any
 import arq.worker
 import fakeredis
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,24 @@ async def redis_pool(url: str, queue_name: str) -> ArqRedis:
     )
 
 
+# What arq's enqueue_job does for one job (skip an id whose job or result key exists; store the
+# job with its expiry; add it to the queue), for many jobs, atomically.
+ENQUEUE_MANY = """
+local queue, job_prefix, result_prefix = KEYS[1], ARGV[1], ARGV[2]
+local expires_ms, score = ARGV[3], ARGV[4]
+local added = 0
+for i = 5, #ARGV, 2 do
+  local id = ARGV[i]
+  if redis.call('EXISTS', job_prefix .. id, result_prefix .. id) == 0 then
+    redis.call('PSETEX', job_prefix .. id, expires_ms, ARGV[i + 1])
+    redis.call('ZADD', queue, score, id)
+    added = added + 1
+  end
+end
+return added
+"""
+
+
 class Queue:
     """Hands committed job rows to arq. The arq job id is the jobs-table id, so enqueueing the
     same job twice is harmless; the row, not arq, is the durable record."""
@@ -75,9 +96,22 @@ class Queue:
     def __init__(self, redis: ArqRedis, queue_name: str) -> None:
         self.redis = redis
         self.queue_name = queue_name
+        self._enqueue_many = redis.register_script(ENQUEUE_MANY)  # sent once, then run by its hash
 
     async def enqueue(self, function: str, job_id: str, defer_by: float | None = None) -> bool:
         job = await self.redis.enqueue_job(
             function, job_id, _job_id=job_id, _queue_name=self.queue_name, _defer_by=defer_by
         )
         return job is not None
+
+    async def enqueue_many(self, function: str, job_ids: list[str]) -> int:
+        """Several jobs at once, as ``enqueue`` would each (an id arq still knows is skipped), in
+        one round trip to Redis instead of three per job. Answers how many were new to arq."""
+        if not job_ids:
+            return 0
+        enqueued_at = timestamp_ms()
+        jobs = [serialize_job(function, (job_id,), {}, None, enqueued_at, serializer=serialize) for job_id in job_ids]
+        args: list[str | bytes | int] = [job_key_prefix, result_key_prefix, self.redis.expires_extra_ms, enqueued_at]
+        args += [part for pair in zip(job_ids, jobs, strict=True) for part in pair]
+        return int(await self._enqueue_many(keys=[self.queue_name], args=args))
+

@@ -120,8 +120,9 @@ class UnitOfWork:
 
     async def _enqueue_committed_jobs(self) -> None:
         jobs, self._new_jobs = self._new_jobs, []
-        for function, job_id in jobs:
+        for function in dict.fromkeys(function for function, _ in jobs):  # in order, once each
+            job_ids = [job_id for f, job_id in jobs if f == function]
             try:
-                await self.queue.enqueue(function, job_id)
-            except Exception:  # Redis down: the committed row is picked up by the reconciler
-                log.warning("job %s committed but not enqueued; the reconciler will enqueue it", job_id)
+                await self.queue.enqueue_many(function, job_ids)
+            except Exception:  # Redis down: the committed rows are picked up by the reconciler
+                log.warning("jobs %s committed but not enqueued; the reconciler will enqueue them", job_ids)

@@ -126,6 +126,7 @@ def create_app(services: Services) -> web.Application:
         client_max_size=1 << 20,
     )
     app[SERVICES] = services
+    receivers.setup(app, services)
     for part in (health, openapi, auth, signin, management, jobs, ops, insights, scim, receivers):
         app.add_routes(part.routes)
     return app

@@ -85,6 +85,20 @@ async def test_jobs_travel_as_json_never_pickle(services: Services) -> None:
     assert json.loads(raw)["f"] == "send_email"
 
 
+async def test_many_jobs_enqueue_as_arq_enqueues_one(services: Services) -> None:
+    queue, name = services.queue, services.settings.queue_name
+    assert await queue.enqueue("end_sessions", "known-job")
+    await services.redis.set("arq:result:finished-job", b"{}")  # arq still remembers its run
+    assert await queue.enqueue_many("end_sessions", ["known-job", "finished-job", "new-1", "new-2"]) == 2
+    assert await queue.enqueue_many("end_sessions", ["new-1"]) == 0
+    assert await services.redis.zscore(name, "finished-job") is None
+    for job_id in ("new-1", "new-2"):
+        assert await services.redis.zscore(name, job_id) is not None
+        job = await services.redis._get_job_def(job_id.encode(), None)
+        assert (job.function, list(job.args), job.kwargs) == ("end_sessions", [job_id], {})
+        assert 0 < await services.redis.pttl(f"arq:job:{job_id}") <= services.redis.expires_extra_ms
+
+
 def test_worker_settings_are_what_arq_reads() -> None:
     from workers import WorkerSettings
 

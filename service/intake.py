@@ -1,0 +1,161 @@
+"""Webhook deliveries recorded and queued in batches (group commit).
+
+A delivery is answered 202 only once its job row is committed and arq holds the job. One by one,
+that costs each delivery a transaction (four round trips to PostgreSQL) and an arq enqueue (three
+round trips to Redis). Here, deliveries that arrive while a batch is being written wait for the
+next batch, which takes them all: one transaction (users looked up by email in one query, the rows
+inserted in one statement) and one round trip to Redis for the whole batch. Under light load a
+batch is a single delivery, written at once: nothing waits for a timer.
+
+Each delivery still gets its own answer: its job (new or recorded before), 422 for an unknown
+subject, or 503 if the database or Redis cannot take it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from service import inbound
+from service.adapters import orm
+from service.bootstrap import Services
+from service.domain.model import new_id, normalise_email
+from webhooks.payloads import Delivery
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+ENQUEUE_TIMEOUT = 2.0  # a Redis that does not answer is as good as down: the sender retries later
+
+Outcome = tuple[str, bool, str] | Exception  # (job id, recorded before, status), or why not taken
+
+
+@dataclass
+class Pending:
+    integration: inbound.Integration
+    delivery: Delivery
+    key: str
+    answer: asyncio.Future[inbound.Accepted]
+
+    def settle(self, outcome: Outcome) -> None:
+        if self.answer.done():  # the sender hung up meanwhile; its row stays, its retry finds it
+            return
+        if isinstance(outcome, Exception):
+            self.answer.set_exception(outcome)
+        else:
+            self.answer.set_result(inbound.Accepted(outcome[0], outcome[1]))
+
+
+class Intake:
+    """One per web process: the deliveries waiting for the next batch, and the task writing it."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._waiting: list[Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def accept(self, integration: inbound.Integration, delivery: Delivery, key: str) -> inbound.Accepted:
+        pending = Pending(integration, delivery, key, asyncio.get_running_loop().create_future())
+        self._waiting.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting())
+        return await pending.answer
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                await self._write(batch)
+            except Exception as exc:  # never leave a sender waiting
+                log.exception("webhook batch of %d deliveries failed", len(batch))
+                for pending in batch:
+                    pending.settle(exc)
+
+    async def _write(self, batch: list[Pending]) -> None:
+        try:
+            outcomes = await self._record(batch)
+        except IntegrityError:  # an employee-id link learned concurrently: each on its own
+            outcomes = {p.key: await self._record_alone(p) for p in batch}
+        except (SQLAlchemyError, OSError):
+            log.warning("%d webhook deliveries not recorded: the database is unavailable", len(batch))
+            outcomes = {p.key: inbound.Unavailable("the database is unavailable") for p in batch}
+        await self._enqueue(outcomes)
+        answered: set[str] = set()
+        for pending in batch:
+            outcome = outcomes[pending.key]
+            if pending.key in answered and not isinstance(outcome, Exception):
+                outcome = (outcome[0], True, outcome[2])  # the same event twice in one batch: a replay
+            answered.add(pending.key)
+            pending.settle(outcome)
+
+    async def _record_alone(self, pending: Pending) -> Outcome:
+        try:
+            return await inbound.record_delivery(self.services, pending.integration, pending.delivery, pending.key)
+        except inbound.Unprocessable as refused:
+            return refused
+        except (SQLAlchemyError, OSError):
+            return inbound.Unavailable("the database is unavailable")
+
+    async def _record(self, batch: list[Pending]) -> dict[str, Outcome]:
+        """One transaction for the batch. A key that comes twice is recorded once."""
+        outcomes: dict[str, Outcome] = {}
+        rows: list[dict[str, Any]] = []
+        seen_keys: set[str] = set()
+        async with self.services.session_factory() as session, session.begin():
+            known = await _users_by_email(session, batch)
+            for pending in batch:
+                if pending.key in seen_keys:
+                    continue
+                seen_keys.add(pending.key)
+                try:
+                    events = await inbound.resolve_events(session, pending.integration, pending.delivery, known)
+                except inbound.Unprocessable as refused:
+                    outcomes[pending.key] = refused
+                    continue
+                rows.append(inbound.job_row(new_id(), pending.integration, pending.key, events))
+            inserted = set()
+            if rows:
+                insert = inbound.insert_ignoring_duplicates(self.services.engine.dialect.name, orm.jobs, rows)
+                inserted = set(await session.scalars(insert.returning(orm.jobs.c.idempotency_key)))
+            outcomes.update({r["idempotency_key"]: (r["id"], False, "queued") for r in rows
+                             if r["idempotency_key"] in inserted})
+            # Recorded before: a key already taken, or an event whose user is gone since.
+            again = [r["idempotency_key"] for r in rows if r["idempotency_key"] not in inserted]
+            again += [key for key, outcome in outcomes.items() if isinstance(outcome, inbound.UnknownSubject)]
+            if again:
+                jobs = orm.jobs
+                recorded = await session.execute(sa.select(jobs.c.idempotency_key, jobs.c.id, jobs.c.status)
+                                                 .where(jobs.c.idempotency_key.in_(again)))
+                outcomes.update({row.idempotency_key: (row.id, True, row.status) for row in recorded})
+        return outcomes
+
+    async def _enqueue(self, outcomes: dict[str, Outcome]) -> None:
+        """The queued jobs to arq, again for a replay (its first enqueue may have failed)."""
+        queued = {key: o[0] for key, o in outcomes.items() if not isinstance(o, Exception) and o[2] == "queued"}
+        if not queued:
+            return
+        try:
+            async with asyncio.timeout(ENQUEUE_TIMEOUT):
+                await self.services.queue.enqueue_many(inbound.APPLY_FUNCTION, list(queued.values()))
+        except Exception as exc:  # Redis down or stuck: the rows are safe, the reconciler enqueues them
+            log.warning("%d webhook jobs recorded but not enqueued: %s", len(queued), type(exc).__name__)
+            for key in queued:
+                outcomes[key] = inbound.Unavailable("the queue is unavailable")
+
+
+async def _users_by_email(session: Any, batch: list[Pending]) -> inbound.KnownEmails:
+    """The users the batch's email subjects name, in one query; a subject not found here is
+    looked up on its own (so a case-folding difference never turns into a 422)."""
+    wanted = {(p.integration.organization_id, normalise_email(e.subject.email))
+              for p in batch for e in p.delivery.events if e.subject.email}
+    if not wanted:
+        return {}
+    users, email = orm.users, sa.func.lower(orm.users.c.email)
+    found = await session.execute(sa.select(users.c.organization_id, email.label("email"), users.c.id).where(
+        users.c.organization_id.in_({org for org, _ in wanted}), email.in_({e for _, e in wanted})))
+    return {(row.organization_id, row.email): row.id for row in found}

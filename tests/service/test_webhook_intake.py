@@ -1,0 +1,60 @@
+"""Deliveries that arrive together are recorded and queued together (service/intake.py), and each
+still gets its own answer: its own job, the same job for the same event, 422 for an unknown
+subject, 503 for all when Redis cannot take them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from service.api.app import create_app
+from service.bootstrap import Services
+from tests.conftest import Api, Org
+from tests.service.test_webhook_events import without_redis
+from tests.service.test_webhook_support import (  # clean_jobs: an autouse fixture
+    clean_jobs,  # noqa: F401
+    event,
+    jobs_of,
+    sender,
+)
+
+
+async def test_deliveries_arriving_together_each_get_their_own_answer(api: Api, services: Services,
+                                                                       org: Org) -> None:
+    users = [await api.user(mfa=False) for _ in range(30)]
+    hr = await sender(api, "hr")
+    twice = event("employee.suspended", email=users[0]["email"])
+    payloads = [event("employee.suspended", email=u["email"].upper()) for u in users[1:]]
+    sends = [hr.send(p) for p in payloads] + [hr.send(twice), hr.send(twice),
+                                              hr.send(event("employee.suspended", email="nobody@acme.test"))]
+    answers = await asyncio.gather(*sends)
+
+    *distinct, first, second, unknown = answers
+    assert {status for status, _, _ in distinct} == {202}
+    assert len({body["job_id"] for _, body, _ in distinct}) == len(payloads)
+    assert (first[0], second[0], first[1]["job_id"]) == (202, 202, second[1]["job_id"])
+    assert sorted([first[2].get("Idempotent-Replayed"), second[2].get("Idempotent-Replayed")], key=str) \
+        == [None, "true"]
+    assert (unknown[0], unknown[1]["error"]["code"]) == (422, "unknown_subject")
+
+    rows = {r.id: r for r in await jobs_of(services, org.id) if r.function == "apply_webhook"}
+    assert set(rows) == {body["job_id"] for _, body, _ in distinct} | {first[1]["job_id"]}
+    by_email = {u["email"]: u["id"] for u in users}
+    for (_, body, _), payload in zip(distinct, payloads, strict=True):
+        [applied] = rows[body["job_id"]].args["events"]
+        assert applied["user_id"] == by_email[payload["subject"]["email"].lower()]
+    for job_id in rows:  # every recorded job is in arq's queue
+        assert await services.redis.zscore(services.settings.queue_name, job_id) is not None
+
+
+async def test_redis_down_answers_every_delivery_of_a_batch_503(api: Api, services: Services, org: Org,
+                                                                aiohttp_client: Any) -> None:
+    users = [await api.user(mfa=False) for _ in range(5)]
+    hr = await sender(api, "hr")
+    down = await aiohttp_client(create_app(without_redis(services)))
+    hr_down = type(hr)(down, "hr", {"id": hr.id, "secret": hr.secret})
+    answers = await asyncio.gather(*(hr_down.send(event("employee.terminated", email=u["email"])) for u in users))
+    assert [(status, body["error"]["code"], headers["Retry-After"]) for status, body, headers in answers] \
+        == [(503, "temporarily_unavailable", "30")] * len(users)
+    # Recorded all the same: the reconciler hands them to arq once Redis is back.
+    assert len([r for r in await jobs_of(services, org.id) if r.function == "apply_webhook"]) == len(users)
