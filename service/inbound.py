@@ -219,8 +219,8 @@ async def record_delivery(services: Services, integration: Integration, delivery
                         raise
                     return seen.id, True, seen.status
                 job_id = new_id()
-                inserted = await session.scalar(insert_ignoring_duplicates(
-                    dialect, orm.jobs, job_row(job_id, integration, key, events)).returning(orm.jobs.c.id))
+                inserted = await session.scalar(insert_ignoring_duplicates(dialect, orm.jobs).values(
+                    job_row(job_id, integration, key, events)).returning(orm.jobs.c.id))
                 if inserted is not None:
                     return job_id, False, "queued"
             async with services.session_factory() as session:
@@ -233,9 +233,9 @@ async def record_delivery(services: Services, integration: Integration, delivery
     raise AssertionError("unreachable")
 
 
-def insert_ignoring_duplicates(dialect: str, table: sa.Table, values: Any) -> Any:
+def insert_ignoring_duplicates(dialect: str, table: sa.Table) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).values(values).on_conflict_do_nothing()
+    return insert(table).on_conflict_do_nothing()
 
 
 def job_row(job_id: str, integration: Integration, key: str, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -451,6 +451,28 @@ class EventUnits:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _take_turn_statement(insert: Any) -> Any:
+    """One statement creates the clock if needed, locks it (an upsert's update locks the row; on
+    SQLite, any write takes the database's write lock) and reads it."""
+    versions = orm.attribute_versions
+    return insert(versions).on_conflict_do_update(
+        index_elements=[versions.c.organization_id, versions.c.user_id, versions.c.attribute],
+        set_={"event_id": versions.c.event_id},
+    ).returning(versions.c.occurred_at, versions.c.event_id)
+
+
+# Built once: each event runs them (building a statement costs more Python than running it).
+TAKE_TURN = {"postgresql": _take_turn_statement(postgresql.insert), "sqlite": _take_turn_statement(sqlite.insert)}
+OUTCOME = sa.select(orm.webhook_event_outcomes.c.outcome).where(
+    orm.webhook_event_outcomes.c.job_id == sa.bindparam("job_id"),
+    orm.webhook_event_outcomes.c.seq == sa.bindparam("seq"))
+MOVE_CLOCK = sa.update(orm.attribute_versions).where(
+    orm.attribute_versions.c.organization_id == sa.bindparam("org"),
+    orm.attribute_versions.c.user_id == sa.bindparam("user"),
+    orm.attribute_versions.c.attribute == sa.bindparam("attr"),
+).values(occurred_at=sa.bindparam("new_at"), event_id=sa.bindparam("new_event"))
+
+
 class OrderedUnitOfWork(UnitOfWork):
     """A unit of work that first takes the turn of its event's (user, attribute): a row lock on
     PostgreSQL, the write lock on SQLite, held until commit, so concurrent events of one
@@ -472,20 +494,11 @@ class OrderedUnitOfWork(UnitOfWork):
         return self
 
     async def _take_turn(self) -> None:
-        versions, step = orm.attribute_versions, self.step
-        # One statement creates the clock if needed, locks it (an upsert's update locks the row;
-        # on SQLite, any write takes the database's write lock) and reads it.
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        upsert = insert(versions).values(
-            organization_id=step.organization_id, user_id=step.user_id, attribute=step.attribute,
-            occurred_at=EPOCH, event_id="",
-        ).on_conflict_do_update(
-            index_elements=[versions.c.organization_id, versions.c.user_id, versions.c.attribute],
-            set_={"event_id": versions.c.event_id},
-        ).returning(versions.c.occurred_at, versions.c.event_id)
-        clock = (await self.session.execute(upsert)).one()
-        done = await self.session.scalar(sa.select(orm.webhook_event_outcomes.c.outcome).where(
-            orm.webhook_event_outcomes.c.job_id == step.job_id, orm.webhook_event_outcomes.c.seq == step.seq))
+        step = self.step
+        clock = (await self.session.execute(TAKE_TURN[self.dialect], {
+            "organization_id": step.organization_id, "user_id": step.user_id, "attribute": step.attribute,
+            "occurred_at": EPOCH, "event_id": ""})).one()
+        done = await self.session.scalar(OUTCOME, {"job_id": step.job_id, "seq": step.seq})
         if done is not None:
             raise AlreadyDone(done)
         newest = aware(clock.occurred_at)
@@ -493,16 +506,13 @@ class OrderedUnitOfWork(UnitOfWork):
         if newest > step.occurred_at:
             raise StaleEvent(clock.event_id, newest)
 
-    def _clock(self) -> tuple[sa.ColumnElement[bool], ...]:
-        versions, step = orm.attribute_versions, self.step
-        return (versions.c.organization_id == step.organization_id, versions.c.user_id == step.user_id,
-                versions.c.attribute == step.attribute)
-
     async def commit(self) -> None:
         if self.outcome is None:
             self.outcome = "applied" if self.events else "unchanged"
-            await self.session.execute(sa.update(orm.attribute_versions).where(*self._clock()).values(
-                occurred_at=self.step.occurred_at, event_id=self.step.event_key))
+            step = self.step
+            await self.session.execute(MOVE_CLOCK, {
+                "org": step.organization_id, "user": step.user_id, "attr": step.attribute,
+                "new_at": step.occurred_at, "new_event": step.event_key})
             await write_outcome(self.session, self.step, self.outcome)
         await super().commit()
 
@@ -528,7 +538,7 @@ class RefusalUnitOfWork(UnitOfWork):
 
 
 async def write_outcome(session: Any, step: Step, outcome: str) -> None:
-    await session.execute(orm.webhook_event_outcomes.insert().values(
-        job_id=step.job_id, seq=step.seq, organization_id=step.organization_id, outcome=outcome,
-        recorded_at=now()))
+    await session.execute(orm.webhook_event_outcomes.insert(), {
+        "job_id": step.job_id, "seq": step.seq, "organization_id": step.organization_id, "outcome": outcome,
+        "recorded_at": now()})
 

@@ -120,8 +120,10 @@ class Intake:
                 rows.append(inbound.job_row(new_id(), pending.integration, pending.key, events))
             inserted = set()
             if rows:
-                insert = inbound.insert_ignoring_duplicates(self.services.engine.dialect.name, orm.jobs, rows)
-                inserted = set(await session.scalars(insert.returning(orm.jobs.c.idempotency_key)))
+                # Rows as parameters, not in the statement: its compiled form is cached, and
+                # SQLAlchemy still sends them as one multi-row INSERT.
+                insert = inbound.insert_ignoring_duplicates(self.services.engine.dialect.name, orm.jobs)
+                inserted = set(await session.scalars(insert.returning(orm.jobs.c.idempotency_key), rows))
             outcomes.update({r["idempotency_key"]: (r["id"], False, "queued") for r in rows
                              if r["idempotency_key"] in inserted})
             # Recorded before: a key already taken, or an event whose user is gone since.

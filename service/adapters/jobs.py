@@ -30,6 +30,23 @@ class JobOutcome:
     error: str | None = None
 
 
+# Built once: every job run executes these two, and building a statement costs more Python than
+# running it.
+CLAIM = (
+    sa.update(jobs)
+    .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status.in_(RUNNABLE))
+    .values(status="in_progress", tries=jobs.c.tries + 1, started_at=sa.bindparam("at"))
+    .returning(*jobs.c)
+)
+FINISH = (
+    sa.update(jobs)
+    .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == "in_progress")
+    .values(status=sa.bindparam("new_status"), result=sa.bindparam("new_result", type_=jobs.c.result.type),
+            error=sa.bindparam("new_error"), finished_at=sa.bindparam("at"),
+            defer_until=sa.bindparam("retry_at", type_=jobs.c.defer_until.type))
+)
+
+
 class JobStore:
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self.session_factory = session_factory
@@ -37,12 +54,7 @@ class JobStore:
     async def claim(self, job_id: str) -> sa.Row[Any] | None:
         """Marks the job in progress and counts the try; None if it is finished or unknown."""
         async with self.session_factory() as session, session.begin():
-            claimed = await session.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status.in_(RUNNABLE))
-                .values(status="in_progress", tries=jobs.c.tries + 1, started_at=now())
-                .returning(*jobs.c)
-            )
+            claimed = await session.execute(CLAIM, {"job_id": job_id, "at": now()})
             return claimed.one_or_none()
 
     async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
@@ -50,11 +62,8 @@ class JobStore:
         """Records how a run ended; a failed run says when it is tried again (``defer_until``).
         A row moved on meanwhile (aborted by ops) keeps its status: then the answer is False."""
         async with self.session_factory() as session, session.begin():
-            finished = await session.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.status == "in_progress")
-                .values(status=status, result=result, error=error, finished_at=now(), defer_until=retry_at)
-            )
+            finished = await session.execute(FINISH, {"job_id": job_id, "new_status": status, "new_result": result,
+                                                      "new_error": error, "at": now(), "retry_at": retry_at})
         return bool(finished.rowcount)  # type: ignore[attr-defined]
 
     async def mark_enqueued(self, job_ids: list[str]) -> None:

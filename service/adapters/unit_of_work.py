@@ -20,6 +20,10 @@ from service.domain.model import new_id, now
 
 log = logging.getLogger(__name__)
 
+# Built once (the values come at execution): most commands write both.
+INSERT_RECORD = orm.insights_events.insert()
+INSERT_JOB = orm.jobs.insert()
+
 
 class UnitOfWork:
     def __init__(
@@ -88,32 +92,34 @@ class UnitOfWork:
         event_id = new_id()
         body = insights.record_body(event_id, event, self.actor, at)  # type: ignore[arg-type]
         await self.session.execute(
-            orm.insights_events.insert().values(
-                id=event_id,
-                organization_id=self.actor.organization_id,
-                event_type=event.event_type,
-                service=body["service"],
-                timestamp=at,
-                success=event.success,
-                initiated_by_administrator=bool(body["initiated_by"].get("administrator")),
-                target_resource_type=(body.get("target_resource") or {}).get("type"),
-                body=body,
-            )
+            INSERT_RECORD,
+            {
+                "id": event_id,
+                "organization_id": self.actor.organization_id,
+                "event_type": event.event_type,
+                "service": body["service"],
+                "timestamp": at,
+                "success": event.success,
+                "initiated_by_administrator": bool(body["initiated_by"].get("administrator")),
+                "target_resource_type": (body.get("target_resource") or {}).get("type"),
+                "body": body,
+            },
         )
 
     async def add_job(self, function: str, args: dict[str, str], idempotency_key: str | None = None) -> str:
         """A job row in this transaction; arq gets it after commit (or from the reconciler)."""
         job_id = new_id()
         await self.session.execute(
-            orm.jobs.insert().values(
-                id=job_id,
-                organization_id=self.actor.organization_id,
-                idempotency_key=idempotency_key or job_id,
-                function=function,
-                args=args,
-                status="queued",
-                created_at=now(),
-            )
+            INSERT_JOB,
+            {
+                "id": job_id,
+                "organization_id": self.actor.organization_id,
+                "idempotency_key": idempotency_key or job_id,
+                "function": function,
+                "args": args,
+                "status": "queued",
+                "created_at": now(),
+            },
         )
         self._new_jobs.append((function, job_id))
         return job_id
