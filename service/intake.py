@@ -106,14 +106,16 @@ class Intake:
         outcomes: dict[str, Outcome] = {}
         rows: list[dict[str, Any]] = []
         seen_keys: set[str] = set()
-        async with self.services.session_factory() as session, session.begin():
-            known = await _users_by_email(session, batch)
+        # A Core connection, not an ORM session: nothing here is an object, and a session's
+        # bookkeeping costs more than these four statements.
+        async with self.services.engine.begin() as conn:
+            known = await _users_by_email(conn, batch)
             for pending in batch:
                 if pending.key in seen_keys:
                     continue
                 seen_keys.add(pending.key)
                 try:
-                    events = await inbound.resolve_events(session, pending.integration, pending.delivery, known)
+                    events = await inbound.resolve_events(conn, pending.integration, pending.delivery, known)
                 except inbound.Unprocessable as refused:
                     outcomes[pending.key] = refused
                     continue
@@ -123,7 +125,7 @@ class Intake:
                 # Rows as parameters, not in the statement: its compiled form is cached, and
                 # SQLAlchemy still sends them as one multi-row INSERT.
                 insert = inbound.insert_ignoring_duplicates(self.services.engine.dialect.name, orm.jobs)
-                inserted = set(await session.scalars(insert.returning(orm.jobs.c.idempotency_key), rows))
+                inserted = set(await conn.scalars(insert.returning(orm.jobs.c.idempotency_key), rows))
             outcomes.update({r["idempotency_key"]: (r["id"], False, "queued") for r in rows
                              if r["idempotency_key"] in inserted})
             # Recorded before: a key already taken, or an event whose user is gone since.
@@ -131,7 +133,7 @@ class Intake:
             again += [key for key, outcome in outcomes.items() if isinstance(outcome, inbound.UnknownSubject)]
             if again:
                 jobs = orm.jobs
-                recorded = await session.execute(sa.select(jobs.c.idempotency_key, jobs.c.id, jobs.c.status)
+                recorded = await conn.execute(sa.select(jobs.c.idempotency_key, jobs.c.id, jobs.c.status)
                                                  .where(jobs.c.idempotency_key.in_(again)))
                 outcomes.update({row.idempotency_key: (row.id, True, row.status) for row in recorded})
         return outcomes
@@ -150,7 +152,7 @@ class Intake:
                 outcomes[key] = inbound.Unavailable("the queue is unavailable")
 
 
-async def _users_by_email(session: Any, batch: list[Pending]) -> inbound.KnownEmails:
+async def _users_by_email(conn: Any, batch: list[Pending]) -> inbound.KnownEmails:
     """The users the batch's email subjects name, in one query; a subject not found here is
     looked up on its own (so a case-folding difference never turns into a 422)."""
     wanted = {(p.integration.organization_id, normalise_email(e.subject.email))
@@ -158,6 +160,6 @@ async def _users_by_email(session: Any, batch: list[Pending]) -> inbound.KnownEm
     if not wanted:
         return {}
     users, email = orm.users, sa.func.lower(orm.users.c.email)
-    found = await session.execute(sa.select(users.c.organization_id, email.label("email"), users.c.id).where(
+    found = await conn.execute(sa.select(users.c.organization_id, email.label("email"), users.c.id).where(
         users.c.organization_id.in_({org for org, _ in wanted}), email.in_({e for _, e in wanted})))
     return {(row.organization_id, row.email): row.id for row in found}
