@@ -117,7 +117,7 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int) -> dict[
     target = await prepare(stack, users)
     requests: list[Request] = signed_requests(target, count, ("employee.suspended", "employee.returned"))
     stack.start_worker()
-    await asyncio.sleep(1.5)
+    await worker_ready(stack)
     statuses: dict[int, int] = {}
     job_of: dict[str, int] = {}
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{stack.web_port}",
@@ -145,6 +145,24 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int) -> dict[
     result["statuses"] = {str(k): v for k, v in sorted(statuses.items())}
     result["job_statuses"] = {s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})}
     return result
+
+
+async def worker_ready(stack: Stack, within: float = 60.0) -> None:
+    """Until the worker has polled its queue once (arq then writes its health-check key), so the
+    first events do not measure the worker's start-up."""
+    from arq.connections import RedisSettings, create_pool
+    from arq.constants import health_check_key_suffix
+
+    redis = await create_pool(RedisSettings.from_dsn(stack.env["ADMINLINK_REDIS_URL"]))
+    key = stack.settings().queue_name + health_check_key_suffix
+    deadline = time.monotonic() + within
+    try:
+        while not await redis.exists(key):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not start")
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
 
 
 async def settled_rows(services: Any, org_id: str, expected: int) -> list[Any]:
