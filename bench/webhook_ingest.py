@@ -171,8 +171,9 @@ async def prepare(stack: Stack, users: int) -> Target:
 
 
 async def forget_queued_jobs(stack: Stack, organization_id: str) -> None:
-    """The benchmark's deliveries are never applied (no worker runs): their rows go, or the
-    reconciler of the next worker on this database would hand them all to arq."""
+    """Jobs a benchmark leaves waiting (the ingest run has no worker; the end-to-end run stops its
+    worker once the events are applied): their rows go, or the reconciler of the next worker on
+    this database would hand them all to arq, in front of that run's own events."""
     from service.adapters import db, orm
 
     engine = db.make_engine(stack.settings().database_url)
