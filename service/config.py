@@ -53,6 +53,7 @@ class Settings:
     push_ttl_seconds: int = 60
     duo_redirect_uri: str = "http://localhost:8080/auth/duo/callback"
     duo_ca_bundle: Path | None = None
+    duo_api_hosts: tuple[str, ...] = ("api-*.duosecurity.com",)
     trust_forwarded_for: bool = False
     # Webhooks (docs/webhooks.md): the Retry-After of a 503 when the database or Redis cannot take an event.
     webhook_retry_after: int = 30
@@ -175,6 +176,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         push_ttl_seconds=_positive(env, "PUSH_TTL_SECONDS", 60),
         duo_redirect_uri=env.get(PREFIX + "DUO_REDIRECT_URI") or "http://localhost:8080/auth/duo/callback",
         duo_ca_bundle=_path(env, "DUO_CA_BUNDLE"),
+        duo_api_hosts=_duo_api_hosts(env),
         trust_forwarded_for=_bool(env, "TRUST_FORWARDED_FOR", False),
         webhook_retry_after=_positive(env, "WEBHOOK_RETRY_AFTER", 30),
     )
@@ -195,6 +197,13 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
     if not Path(raw).is_file():
         raise ConfigError(f"{PREFIX}{name} names no readable file: {raw!r}")
     return Path(raw)
+
+
+def _duo_api_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Host patterns (``*`` matches anything) a Duo API host must match, comma separated: only
+    Duo's own by default, so an organization's Duo settings cannot point the server elsewhere."""
+    raw = env.get(PREFIX + "DUO_API_HOSTS") or "api-*.duosecurity.com"
+    return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
 
 
 def _origins(env: Mapping[str, str]) -> tuple[str, ...]:

@@ -373,7 +373,8 @@ async def save_duo(request: web.Request) -> web.Response:
     secret = inputs.required_string(data, "client_secret", max_length=200)
     api_host = inputs.required_string(data, "api_host", max_length=300)
     services = services_of(request)
-    gateway = DuoGateway(services.settings.duo_redirect_uri, services.settings.duo_ca_bundle)
+    gateway = DuoGateway(services.settings.duo_redirect_uri, services.settings.duo_ca_bundle,
+                         services.settings.duo_api_hosts)
 
     async def work(uow: Any) -> dict[str, Any]:
         return await duo_settings.save(uow, gateway, client_id, secret, api_host.strip().lower())

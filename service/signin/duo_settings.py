@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import policy
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
-from service.adapters.mfa.duo import DuoApplication, DuoGateway, DuoUnavailable, validate
+from service.adapters.mfa.duo import DuoApplication, DuoGateway, DuoUnavailable
 from service.adapters.unit_of_work import UnitOfWork
 from service.domain.errors import DomainError, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
@@ -60,12 +60,13 @@ async def read(uow: UnitOfWork) -> dict[str, Any]:
 async def save(uow: UnitOfWork, gateway: DuoGateway, client_id: str, client_secret: str,
                api_host: str) -> dict[str, Any]:
     authorize(uow)
+    app = DuoApplication(client_id, client_secret, api_host)
     try:
-        validate(client_id, client_secret, api_host)
+        gateway.validate(app)
     except ValueError as exc:
         raise InvalidRequest("invalid_duo_settings", str(exc)) from exc
     try:
-        await gateway.check(DuoApplication(client_id, client_secret, api_host))
+        await gateway.check(app)
     except DuoUnavailable as exc:
         raise InvalidRequest("duo_check_failed", "Duo refused these settings or did not answer") from exc
     org_id, table = uow.actor.organization_id, orm.duo_configs

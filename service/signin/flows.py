@@ -99,7 +99,7 @@ class Signin:
         self.throttle = Throttle(services.redis, settings.signin_rate_window_seconds,
                                  settings.signin_rate_per_account, settings.signin_rate_per_ip)
         self.rp = relying_party(settings)
-        self.duo = DuoGateway(settings.duo_redirect_uri, settings.duo_ca_bundle)
+        self.duo = DuoGateway(settings.duo_redirect_uri, settings.duo_ca_bundle, settings.duo_api_hosts)
 
     # --- password ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ async def duo(tmp_path: Path) -> AsyncIterator[FakeDuo]:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, duo: FakeDuo) -> config.Settings:
     return signin_settings(database_url, tmp_path, duo_ca_bundle=str(duo.ca_path), duo_redirect_uri=REDIRECT_URI,
+                           duo_api_hosts="api-*.duosecurity.com, 127.0.0.1:*",
                            signin_rate_per_account="1000", signin_rate_per_ip="1000")
 
 
@@ -91,6 +92,7 @@ async def test_only_billing_configures_duo_and_the_secret_stays_encrypted(api: A
     assert refused["error"]["required_role"] == "Administrator with Billing"
     for change, code in [({"client_secret": "short"}, "invalid_duo_settings"),
                          ({"api_host": "https://evil/path"}, "invalid_duo_settings"),
+                         ({"api_host": "10.0.0.7:8443"}, "invalid_duo_settings"),  # not a Duo host
                          ({"client_secret": "x" * 40}, "duo_check_failed")]:
         status, bad = await api.call("PUT", "/api/v1/mfa/duo", {**body, **change})
         assert (status, bad["error"]["code"]) == (400, code), change

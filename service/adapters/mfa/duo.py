@@ -8,6 +8,7 @@ nonce; whether Duo allowed the authentication is read from the token's ``auth_re
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import re
 import secrets
 import warnings
@@ -40,14 +41,17 @@ class DuoApplication:
     api_host: str
 
 
-def validate(client_id: str, client_secret: str, api_host: str) -> None:
-    """Raises ValueError naming what is wrong with a Duo application's settings."""
+def validate(client_id: str, client_secret: str, api_host: str, allowed_hosts: tuple[str, ...]) -> None:
+    """Raises ValueError naming what is wrong with a Duo application's settings. The host must
+    match one of ``allowed_hosts`` (ADMINLINK_DUO_API_HOSTS): the server connects to it."""
     if len(client_id) != CLIENT_ID_LENGTH:
         raise ValueError(f"client_id must be {CLIENT_ID_LENGTH} characters")
     if len(client_secret) != CLIENT_SECRET_LENGTH:
         raise ValueError(f"client_secret must be {CLIENT_SECRET_LENGTH} characters")
     if not API_HOST.match(api_host):
         raise ValueError("api_host must be a host name such as api-xxxxxxxx.duosecurity.com")
+    if not any(fnmatch.fnmatchcase(api_host, pattern) for pattern in allowed_hosts):
+        raise ValueError(f"api_host must match {' or '.join(allowed_hosts)}")
 
 
 @dataclass(frozen=True)
@@ -58,11 +62,18 @@ class Prompt:
 
 
 class DuoGateway:
-    def __init__(self, redirect_uri: str, ca_bundle: Path | None) -> None:
+    def __init__(self, redirect_uri: str, ca_bundle: Path | None, allowed_hosts: tuple[str, ...]) -> None:
         self.redirect_uri = redirect_uri
         self.ca_bundle = ca_bundle
+        self.allowed_hosts = allowed_hosts
+
+    def validate(self, app: DuoApplication) -> None:
+        validate(app.client_id, app.client_secret, app.api_host, self.allowed_hosts)
 
     def _client(self, app: DuoApplication) -> Client:
+        if not any(fnmatch.fnmatchcase(app.api_host, pattern) for pattern in self.allowed_hosts):
+            # Saved before ADMINLINK_DUO_API_HOSTS was narrowed: never connected to.
+            raise DuoUnavailable(f"the Duo API host {app.api_host} is not allowed here")
         extra: dict[str, Any] = {"duo_certs": str(self.ca_bundle)} if self.ca_bundle else {}
         return Client(app.client_id, app.client_secret, app.api_host, self.redirect_uri, **extra)
 
