@@ -4,6 +4,7 @@ Each acts with an admin role and a name of its own. Credentials are shown once."
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -61,13 +62,40 @@ async def _load(uow: UnitOfWork, integration_id: str) -> Any:
     return row
 
 
-def _credential(kind: str) -> tuple[str, dict[str, Any]]:
-    """The credential shown once, and the columns that keep it (hashed or encrypted)."""
+# BambooHR generates each webhook's private key itself and shows it to its admin once: such an
+# integration can be given that key instead of getting one of ours.
+SENDER_KEYS = frozenset({"bamboohr"})
+SENDER_KEY = re.compile(r"^[\x21-\x7e]{16,200}$")  # printable ASCII, no spaces; sealed, it fits its column
+
+
+def _credential(kind: str, provider: str, given: str | None) -> tuple[str | None, dict[str, Any]]:
+    """The credential shown once (None when the sender gave it), and the columns that keep it
+    (hashed or encrypted)."""
     if kind == "scim":
+        _refuse_given(given, provider)
         token = new_scim_token()
         return token, {"token_hash": token_hash(token)}
+    if given is not None:
+        _refuse_given(given, provider)
+        return None, {"secret_encrypted": given}  # sealed by the caller, which holds the key
     secret = new_webhook_secret()
-    return secret, {"secret_encrypted": secret}  # sealed by the caller, which holds the key
+    return secret, {"secret_encrypted": secret}
+
+
+def _refuse_given(given: str | None, provider: str) -> None:
+    if given is None:
+        return
+    if provider not in SENDER_KEYS:
+        raise InvalidRequest("invalid_field", "secret can be given only for a bamboohr integration, "
+                                              "whose key BambooHR generates; others get one from adminlink")
+    if not SENDER_KEY.match(given):
+        raise InvalidRequest("invalid_field", "secret must be 16 to 200 printable characters without spaces")
+
+
+def _answer(row: Any, shown: str | None) -> dict[str, Any]:
+    if shown is None:
+        return view(row)  # the sender's own key is not echoed back
+    return {**view(row), ("token" if row.kind == "scim" else "secret"): shown}
 
 
 async def create_integration(cmd: c.CreateIntegration, uow: UnitOfWork) -> dict[str, Any]:
@@ -87,7 +115,7 @@ async def create_integration(cmd: c.CreateIntegration, uow: UnitOfWork) -> dict[
         table.c.organization_id == uow.actor.organization_id, table.c.name == name))
     if exists:
         raise Conflict("integration_name_taken", "another integration has this name")
-    shown, stored = _credential(cmd.kind)
+    shown, stored = _credential(cmd.kind, cmd.provider, cmd.secret)
     if "secret_encrypted" in stored:
         stored["secret_encrypted"] = uow.box.seal(stored["secret_encrypted"])
     integration_id = await uow.rows(table).insert(
@@ -97,7 +125,7 @@ async def create_integration(cmd: c.CreateIntegration, uow: UnitOfWork) -> dict[
     row = await _load(uow, integration_id)
     uow.collect(Recorded("integration_create", resource(row), (Change("role", None, cmd.role.value),)))
     await uow.commit()
-    return {**view(row), ("token" if cmd.kind == "scim" else "secret"): shown}
+    return _answer(row, shown)
 
 
 async def rotate_integration_credential(cmd: c.RotateIntegrationCredential, uow: UnitOfWork) -> dict[str, Any]:
@@ -105,7 +133,7 @@ async def rotate_integration_credential(cmd: c.RotateIntegrationCredential, uow:
     accepted for ROTATION_GRACE."""
     row = await _load(uow, cmd.integration_id)
     authorize(uow, Action.MANAGE_INTEGRATIONS, True, Recorded("integration_update", resource(row), success=False))
-    shown, stored = _credential(row.kind)
+    shown, stored = _credential(row.kind, row.provider or "generic", cmd.secret)
     if "secret_encrypted" in stored:
         stored = {
             "secret_encrypted": uow.box.seal(stored["secret_encrypted"]),
@@ -115,7 +143,7 @@ async def rotate_integration_credential(cmd: c.RotateIntegrationCredential, uow:
     await uow.rows(orm.integrations).update(row.organization_id, row.id, rotated_at=now(), **stored)
     uow.collect(Recorded("integration_update", resource(row), (Change("secret", None, None),)))
     await uow.commit()
-    return {**view(await _load(uow, row.id)), ("token" if row.kind == "scim" else "secret"): shown}
+    return _answer(await _load(uow, row.id), shown)
 
 
 async def delete_integration(cmd: c.DeleteIntegration, uow: UnitOfWork) -> None:

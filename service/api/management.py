@@ -304,6 +304,7 @@ async def create_integration(request: web.Request) -> web.Response:
         name=inputs.required_string(data, "name", max_length=200), role=role,
         provider=inputs.string(data, "provider", max_length=40) or "generic",
         delete_mode=inputs.string(data, "delete_mode", max_length=20) or "suspend",
+        secret=inputs.string(data, "secret", max_length=200),
     )
     return web.json_response(await run(request, command), status=201)
 
@@ -318,7 +319,9 @@ async def list_integrations(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/integrations/{integration_id}/rotate")
 async def rotate_integration(request: web.Request) -> web.Response:
-    command = c.RotateIntegrationCredential(actor_of(request), request.match_info["integration_id"])
+    data = await inputs.json_body(request)  # empty: adminlink makes the new secret
+    command = c.RotateIntegrationCredential(actor_of(request), request.match_info["integration_id"],
+                                            secret=inputs.string(data, "secret", max_length=200))
     return web.json_response(await run(request, command))
 
 

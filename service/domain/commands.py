@@ -187,11 +187,14 @@ class CreateIntegration(Command):
     role: Role
     provider: str = "generic"
     delete_mode: str = "suspend"
+    # A signing key the sender generated itself (BambooHR does); None: adminlink makes one.
+    secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class RotateIntegrationCredential(Command):
     integration_id: str
+    secret: str | None = field(default=None, repr=False)  # as in CreateIntegration
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,42 @@ async def test_bamboohr_signature_headers(api: Api, services: Services, org: Org
                          "missing_signature_headers")
 
 
+async def test_bamboohr_integration_takes_the_key_bamboohr_generated(api: Api, services: Services, org: Org) -> None:
+    user = await api.user()
+    key, newer = "bhr_" + "k" * 40, "bhr_" + "n" * 40
+    made = await api.ok("POST", "/api/v1/integrations", {"kind": "hr", "name": "BambooHR", "provider": "bamboohr",
+                                                         "role": "Administrator with Billing", "secret": key})
+    assert "secret" not in made  # the sender's own key is never echoed
+    bamboo = Sender(api.client, "hr", {"id": made["id"], "secret": key})
+    body = bamboo_body("5150", user["email"])
+    assert (await bamboo.raw(body, bamboo_headers(key, body)))[0] == 202
+    # Rotated to the next key BambooHR shows: the old one works through the grace period too.
+    rotated = await api.ok("POST", f"/api/v1/integrations/{made['id']}/rotate", {"secret": newer})
+    assert "secret" not in rotated and rotated["rotated"] is not None
+    for signing_key in (newer, key):
+        again = bamboo_body(f"51{signing_key[-1]}", user["email"])
+        assert (await bamboo.raw(again, bamboo_headers(signing_key, again)))[0] == 202
+    # Only a BambooHR integration takes a key; a key must look like one.
+    for body_, code in [({"kind": "hr", "name": "generic keyed", "provider": "generic", "secret": key},
+                         "invalid_field"),
+                        ({"kind": "scim", "name": "scim keyed", "secret": key}, "invalid_field"),
+                        ({"kind": "hr", "name": "short key", "provider": "bamboohr", "secret": "short"},
+                         "invalid_field"),
+                        ({"kind": "hr", "name": "spaced key", "provider": "bamboohr", "secret": "a key " * 5},
+                         "invalid_field"),
+                        ({"kind": "hr", "name": "long key", "provider": "bamboohr", "secret": "k" * 201},
+                         "invalid_field")]:
+        status, refused = await api.post("/api/v1/integrations", {"role": "Administrator with Billing", **body_})
+        assert (status, refused["error"]["code"]) == (400, code), body_
+    async with services.session_factory() as session:
+        stored = (await session.execute(sa.select(orm.integrations.c.secret_encrypted).where(
+            orm.integrations.c.id == made["id"]))).scalar_one()
+        records = [r.body for r in await session.execute(sa.select(orm.insights_events.c.body).where(
+            orm.insights_events.c.organization_id == org.id))]
+    assert key not in stored and newer not in stored  # sealed, not stored as given
+    assert not any(key in json.dumps(r) or newer in json.dumps(r) for r in records)
+
+
 async def test_unknown_integration_or_kind_is_404(api: Api, services: Services, org: Org) -> None:
     user = await api.user()
     hr = await sender(api, "hr")
