@@ -112,12 +112,13 @@ async def baseline(stack: Stack, rate: float, count: int) -> dict[str, Any]:
     return stats(latencies, min(sent_at), max(finished.values()), "arq no-op jobs", count)
 
 
-async def end_to_end(stack: Stack, rate: float, count: int, users: int) -> dict[str, Any]:
+async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers: int = 1) -> dict[str, Any]:
     from service.bootstrap import build
 
     target = await prepare(stack, users)
     requests: list[Request] = signed_requests(target, count, ("employee.suspended", "employee.returned"))
-    stack.start_worker()
+    for _ in range(workers):
+        stack.start_worker()
     await worker_ready(stack)
     statuses: dict[int, int] = {}
     job_of: dict[str, int] = {}
@@ -187,6 +188,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="events per second")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--users", type=int, default=500)
+    p.add_argument("--workers", type=int, default=1, help="worker processes (the goal is for one)")
     p.add_argument("--noop-worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -200,9 +202,9 @@ def main() -> None:
 
     async def body(stack: Stack) -> dict[str, Any]:
         base = await baseline(stack, args.rate, count)
-        ours = await end_to_end(stack, args.rate, count, args.users)
+        ours = await end_to_end(stack, args.rate, count, args.users, args.workers)
         return {"benchmark": "webhook end to end", "machine": machine(), "database": args.database_url.split("@")[-1],
-                "rate": args.rate, "seconds": args.seconds, "baseline": base, "ours": ours,
+                "rate": args.rate, "seconds": args.seconds, "workers": args.workers, "baseline": base, "ours": ours,
                 "ratio_p50": round(ours["p50_ms"] / base["p50_ms"], 2),
                 "ratio_p99": round(ours["p99_ms"] / base["p99_ms"], 2),
                 "ratio_per_second": round(ours["per_second"] / base["per_second"], 3),
@@ -217,7 +219,7 @@ def main() -> None:
                   f"events/s {result['ratio_per_second']}; goal: p99 under 100 ms at {args.rate:g} events/s "
                   f"(measured p99 {ours['p99_ms']} ms); job statuses {ours['job_statuses']}",
               f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python "
-              f"{result['machine']['python']}; database {result['database']}; one worker process; "
+              f"{result['machine']['python']}; database {result['database']}; {args.workers} worker process(es); "
               f"{args.rate:g} events/s for {args.seconds:g} s; {result['at']}"]
     write_results("webhook_e2e", result, "\n".join(lines))
 
