@@ -14,14 +14,13 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from service import config, insights_query, ops
 from service.bootstrap import Services, build
 from service.domain.errors import InvalidRequest
-from service.domain.model import as_utc, now
+from service.domain.model import now
 
 COMMANDS = ("jobs", "insights")
 CSV_COLUMNS = ("timestamp", "event_type", "service", "success", "initiated_by.type", "initiated_by.email",
@@ -103,17 +102,8 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
 # --- jobs --------------------------------------------------------------------------------------
 
 
-def parse_since(raw: str | None) -> datetime | None:
-    if not raw:
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(raw.replace("Z", "+00:00")))
-    except ValueError as exc:
-        raise InvalidRequest("invalid_query", "--since must be an ISO 8601 date-time") from exc
-
-
 async def jobs_list(services: Services, args: argparse.Namespace) -> int:
-    query = ops.JobQuery(args.status, args.function, parse_since(args.since), args.limit, args.cursor)
+    query = ops.JobQuery(args.status, args.function, ops.parse_since(args.since, "--since"), args.limit, args.cursor)
     async with services.session_factory() as session:
         rows, next_cursor = await ops.list_jobs(session, args.org, query)
     jobs = [ops.job_summary(r) for r in rows]

@@ -11,13 +11,13 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from service import handlers, integrations, provisioning
+from service import handlers, integrations, ops, provisioning
 from service.adapters.unit_of_work import UnitOfWork
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, DomainError
 
 HANDLERS: dict[type[Command], handlers.Handler] = {**handlers.HANDLERS, **integrations.HANDLERS,
-                                                   **provisioning.HANDLERS}
+                                                   **provisioning.HANDLERS, **ops.HANDLERS}
 
 UnitOfWorkFactory = Callable[[Actor], UnitOfWork]
 

@@ -34,15 +34,15 @@ import sqlalchemy as sa
 from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix, result_key_prefix, retry_key_prefix
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import views
 from service.adapters import orm
 from service.adapters.unit_of_work import UnitOfWork
 from service.domain.commands import Actor, Command
-from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound
+from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
-from service.domain.model import Role, aware, now
+from service.domain.model import Role, as_utc, aware, now
 from service.handlers import authorize
 from service.logging import redact, redact_text
-from service.messagebus import MessageBus
 from service.policy import Action
 from service.views import iso
 
@@ -224,17 +224,20 @@ async def load_job(session: AsyncSession, org_id: str | None, job_id: str) -> An
     return row
 
 
+def parse_since(raw: str | None, name: str = "since") -> datetime | None:
+    """The ``since`` filter of the ops API, dashboard and CLI: ISO 8601; without a zone, UTC."""
+    if not raw:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+    except ValueError as exc:
+        raise InvalidRequest("invalid_query", f"{name} must be an ISO 8601 date-time") from exc
+
+
 def job_summary(row: Any) -> dict[str, Any]:
     return {
-        "id": row.id,
-        "function": row.function,
-        "status": row.status,
-        "tries": row.tries,
-        "created": iso(row.created_at),
-        "enqueued": iso(row.enqueued_at),
+        **views.job(row),
         "defer_until": iso(row.defer_until),
-        "started": iso(row.started_at),
-        "finished": iso(row.finished_at),
         "time_in_queue_seconds": seconds_between(ready_at(row), row.started_at),
         "run_seconds": seconds_between(row.started_at, row.finished_at),
     }
@@ -337,20 +340,6 @@ HANDLERS: dict[type[Command], Callable[[Any, UnitOfWork], Awaitable[Transition]]
 }
 
 
-class OpsBus(MessageBus):
-    """The message bus's unit-of-work and refusal-recording rules, for the ops commands."""
-
-    async def handle(self, command: Command) -> Any:
-        handler = HANDLERS[type(command)]
-        try:
-            async with self.uow_factory(command.actor) as uow:
-                return await handler(command, uow)
-        except DomainError as refusal:
-            if refusal.record is not None:
-                await self._record_refusal(command.actor, refusal)
-            raise
-
-
 def timestamp_ms() -> int:
     return int(now().timestamp() * 1000)
 
@@ -391,7 +380,7 @@ async def after_abort(services: Services, moved: Transition) -> str:
 
 
 async def retry_job(services: Services, actor: Actor, job_id: str) -> dict[str, Any]:
-    moved: Transition = await OpsBus(services.uow).handle(RetryJob(actor, job_id))
+    moved: Transition = await services.bus.handle(RetryJob(actor, job_id))
     try:
         enqueued = await after_retry(services, moved)
     except Exception:  # Redis unreachable: the row is queued, the reconciler enqueues it
@@ -400,7 +389,7 @@ async def retry_job(services: Services, actor: Actor, job_id: str) -> dict[str, 
 
 
 async def abort_job(services: Services, actor: Actor, job_id: str) -> dict[str, Any]:
-    moved: Transition = await OpsBus(services.uow).handle(AbortJob(actor, job_id))
+    moved: Transition = await services.bus.handle(AbortJob(actor, job_id))
     try:
         outcome = await after_abort(services, moved)
     except Exception:  # Redis unreachable: the aborted row is never claimed, so it never runs

@@ -61,3 +61,17 @@ async def admins(uow: UnitOfWork, org_id: str) -> list[dict[str, Any]]:
     unlinked = [a.email for a in rows if not a.is_linked]
     matches = await uow.admins.users_matching_emails(org_id, unlinked) if unlinked else {}
     return [admin(a, matches.get(a.email_key)) for a in rows]
+
+
+def job(row: Any) -> dict[str, Any]:
+    """A jobs-table row as every view of it starts: what it is and when it moved."""
+    return {
+        "id": row.id,
+        "function": row.function,
+        "status": row.status,
+        "tries": row.tries,
+        "created": iso(row.created_at),
+        "enqueued": iso(row.enqueued_at),
+        "started": iso(row.started_at),
+        "finished": iso(row.finished_at),
+    }

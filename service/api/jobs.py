@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service import policy
+from service import policy, views
 from service.api.context import actor_of, services_of
 from service.domain.errors import NotFound
 from service.policy import Action
@@ -30,14 +30,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 def job_view(row: Any) -> dict[str, Any]:
     return {
-        "id": row.id,
-        "function": row.function,
-        "status": row.status,
-        "tries": row.tries,
-        "created": iso(row.created_at),
-        "enqueued": iso(row.enqueued_at),
-        "started": iso(row.started_at),
-        "finished": iso(row.finished_at),
+        **views.job(row),
         "retry_at": iso(row.defer_until) if row.status == "failed" else None,
         "result": row.result,
         "error": error_summary(row.error),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -16,11 +15,11 @@ from service.api import inputs
 from service.api import ops_pages as pages
 from service.api.auth import current_session
 from service.api.context import actor_of, services_of
-from service.api.errors import ApiError, bad_request, unauthorized
+from service.api.errors import ApiError, unauthorized
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
-from service.domain.model import Admin, aware, now
+from service.domain.model import Admin, now
 from service.policy import Action
 from service.views import iso
 
@@ -30,21 +29,11 @@ routes = web.RouteTableDef()
 # --- JSON API ----------------------------------------------------------------------------------
 
 
-def _since(request: web.Request) -> datetime | None:
-    raw = request.query.get("since")
-    if not raw:
-        return None
-    try:
-        return aware(datetime.fromisoformat(raw.replace("Z", "+00:00")))
-    except ValueError as exc:
-        raise bad_request("invalid_query", "since must be an ISO 8601 date-time") from exc
-
-
 def job_query(request: web.Request) -> ops.JobQuery:
     return ops.JobQuery(
         status=request.query.get("status") or None,
         function=request.query.get("function") or None,
-        since=_since(request),
+        since=ops.parse_since(request.query.get("since")),
         limit=inputs.query_int(request, "limit", 50, minimum=1, maximum=ops.MAX_PAGE),
         cursor=request.query.get("cursor") or None,
     )
