@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+API_KEY_PATHS = ("/api/", "/insights/")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+# The database or Redis is down or a pooled connection died (PostgreSQL restarted: SQLAlchemy then
+# replaces the pool's connections, so the next request gets a fresh one): nothing was done, and a
+# client may try again. The engine does not ping a connection before every use; this is the price.
+REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
+OUTAGES = (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, *REDIS_OUTAGES)
+
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -55,13 +64,6 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return web.json_response(error_body("internal_error", "internal error"), status=500)
-
-
-# The database or Redis is down or a pooled connection died (PostgreSQL restarted: SQLAlchemy then
-# replaces the pool's connections, so the next request gets a fresh one): nothing was done, and a
-# client may try again. The engine does not ping a connection before every use; this is the price.
-REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
-OUTAGES = (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, *REDIS_OUTAGES)
 
 
 def _lost_connection(error: sa.exc.DBAPIError) -> bool:
@@ -102,10 +104,6 @@ async def actor_for_api_key(services: Services, key: str, request: web.Request) 
         organization_id=admin.organization_id, id=admin.id, type="admin", role=admin.role, email=admin.email,
         linked_user_id=admin.linked_user_id, client_ip=client_ip, useragent=useragent,
     )
-
-
-API_KEY_PATHS = ("/api/", "/insights/")
-LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @web.middleware

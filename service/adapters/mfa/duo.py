@@ -50,8 +50,12 @@ def validate(client_id: str, client_secret: str, api_host: str, allowed_hosts: t
         raise ValueError(f"client_secret must be {CLIENT_SECRET_LENGTH} characters")
     if not API_HOST.match(api_host):
         raise ValueError("api_host must be a host name such as api-xxxxxxxx.duosecurity.com")
-    if not any(fnmatch.fnmatchcase(api_host, pattern) for pattern in allowed_hosts):
+    if not host_allowed(api_host, allowed_hosts):
         raise ValueError(f"api_host must match {' or '.join(allowed_hosts)}")
+
+
+def host_allowed(api_host: str, allowed_hosts: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(api_host, pattern) for pattern in allowed_hosts)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class DuoGateway:
         validate(app.client_id, app.client_secret, app.api_host, self.allowed_hosts)
 
     def _client(self, app: DuoApplication) -> Client:
-        if not any(fnmatch.fnmatchcase(app.api_host, pattern) for pattern in self.allowed_hosts):
+        if not host_allowed(app.api_host, self.allowed_hosts):
             # Saved before ADMINLINK_DUO_API_HOSTS was narrowed: never connected to.
             raise DuoUnavailable(f"the Duo API host {app.api_host} is not allowed here")
         extra: dict[str, Any] = {"duo_certs": str(self.ca_bundle)} if self.ca_bundle else {}
