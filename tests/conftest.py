@@ -49,18 +49,24 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> config.Settings:
+def suite_settings(database_url: str, tmp_path: Path, **extra: str) -> config.Settings:
+    """The suite's settings, plus ``extra`` (``smtp_url="..."`` sets ADMINLINK_SMTP_URL)."""
     env = {
         "ADMINLINK_DATA_DIR": str(tmp_path / "data"),
         "ADMINLINK_DATABASE_URL": database_url,
         "ADMINLINK_SECRET_KEY": "test-secret-key-" + "x" * 32,
         "ADMINLINK_JOB_POLL_DELAY": "0.01",
         "ADMINLINK_COOKIE_SECURE": "false",
+        **{f"ADMINLINK_{name.upper()}": value for name, value in extra.items()},
     }
     if TEST_REDIS_URL:
         env["ADMINLINK_REDIS_URL"] = TEST_REDIS_URL
     return config.load(env)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> config.Settings:
+    return suite_settings(database_url, tmp_path)
 
 
 @pytest.fixture

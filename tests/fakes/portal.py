@@ -11,7 +11,7 @@ import pyotp
 from aiohttp.test_utils import TestClient
 
 from service import config
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import suite_settings
 
 ORIGIN = "http://localhost:8080"
 USER_PASSWORD = "a long user password 1"
@@ -19,19 +19,7 @@ USER_PASSWORD = "a long user password 1"
 
 def signin_settings(database_url: str, tmp_path: Path, **extra: str) -> config.Settings:
     """The suite's usual settings (see tests/conftest.py) plus sign-in settings."""
-    env = {
-        "ADMINLINK_DATA_DIR": str(tmp_path / "data"),
-        "ADMINLINK_DATABASE_URL": database_url,
-        "ADMINLINK_SECRET_KEY": "test-secret-key-" + "x" * 32,
-        "ADMINLINK_JOB_POLL_DELAY": "0.01",
-        "ADMINLINK_COOKIE_SECURE": "false",
-        "ADMINLINK_WEBAUTHN_RP_ID": "localhost",
-        "ADMINLINK_WEBAUTHN_ORIGINS": ORIGIN,
-        **{f"ADMINLINK_{name.upper()}": value for name, value in extra.items()},
-    }
-    if TEST_REDIS_URL:
-        env["ADMINLINK_REDIS_URL"] = TEST_REDIS_URL
-    return config.load(env)
+    return suite_settings(database_url, tmp_path, webauthn_rp_id="localhost", webauthn_origins=ORIGIN, **extra)
 
 
 class Portal:

@@ -5,8 +5,8 @@ otherwise hand them to arq in the middle of another test)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
+import pytest
 import sqlalchemy as sa
 
 from service.adapters import orm
@@ -33,18 +33,10 @@ class Worker:
             self.running = None
 
 
-@asynccontextmanager
-async def draining_worker(services: Services) -> AsyncIterator[Worker]:
-    worker = Worker(services)
-    try:
-        yield worker
-    finally:
-        await worker.stop()
-
-
-@asynccontextmanager
-async def tidy_jobs(services: Services) -> AsyncIterator[None]:
-    """Aborts the rows created meanwhile that are still waiting."""
+@pytest.fixture(autouse=True)
+async def tidy(services: Services) -> AsyncIterator[None]:
+    """Afterwards, the rows the test created that are still waiting are aborted (autouse where
+    imported)."""
     started = now()
     yield
     async with services.session_factory() as session, session.begin():

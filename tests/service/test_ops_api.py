@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +21,10 @@ from service.adapters import orm
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import Role, new_id
-from tests.conftest import TEST_REDIS_URL, Api, Mailbox, Org, bootstrap_org, free_port
-from tests.service.ops_support import Worker, draining_worker, tidy_jobs
+from tests.conftest import Api, Mailbox, Org, bootstrap_org, free_port, suite_settings
+from tests.service.ops_support import Worker, tidy  # noqa: F401 (tidy: an autouse fixture)
 
 OPS = "/api/v1/ops"
-
-@pytest.fixture
-async def workers(services: Services) -> AsyncIterator[Worker]:
-    async with draining_worker(services) as worker:
-        yield worker
-
-
-@pytest.fixture(autouse=True)
-async def tidy(services: Services) -> AsyncIterator[None]:
-    async with tidy_jobs(services):
-        yield
-
-
 
 @pytest.fixture
 def smtp_port() -> int:
@@ -48,19 +35,8 @@ def smtp_port() -> int:
 def settings(database_url: str, tmp_path: Path, smtp_port: int) -> config.Settings:
     """The suite's settings, with mail going to an SMTP port that nobody listens on until a test
     starts a server there, and a job dead after its first failure."""
-    env = {
-        "ADMINLINK_DATA_DIR": str(tmp_path / "data"),
-        "ADMINLINK_DATABASE_URL": database_url,
-        "ADMINLINK_SECRET_KEY": "test-secret-key-" + "x" * 32,
-        "ADMINLINK_JOB_POLL_DELAY": "0.01",
-        "ADMINLINK_COOKIE_SECURE": "false",
-        "ADMINLINK_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-        "ADMINLINK_JOB_MAX_TRIES": "1",
-        "ADMINLINK_METRICS_TOKEN": "scrape-token-" + "y" * 32,
-    }
-    if TEST_REDIS_URL:
-        env["ADMINLINK_REDIS_URL"] = TEST_REDIS_URL
-    return config.load(env)
+    return suite_settings(database_url, tmp_path, smtp_url=f"smtp://127.0.0.1:{smtp_port}", job_max_tries="1",
+                          metrics_token="scrape-token-" + "y" * 32)
 
 
 @pytest.fixture

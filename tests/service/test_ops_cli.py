@@ -9,7 +9,6 @@ import io
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,9 @@ from service.domain.errors import DomainError
 from service.domain.events import Recorded, Resource
 from service.domain.model import Role, new_id
 from tests.conftest import TEST_REDIS_URL, Org, bootstrap_org
-from tests.service.ops_support import tidy_jobs
+from tests.service.ops_support import tidy  # noqa: F401 (an autouse fixture)
 
 ADMINLINK = str(Path(sys.executable).with_name("adminlink"))
-
-@pytest.fixture(autouse=True)
-async def tidy(services: Services) -> AsyncIterator[None]:
-    async with tidy_jobs(services):
-        yield
-
-
 
 async def adminlink(settings: config.Settings, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADMINLINK_")}

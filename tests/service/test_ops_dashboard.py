@@ -4,9 +4,7 @@ forms (which need the session's CSRF token)."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
-import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
@@ -16,14 +14,7 @@ from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import Role
 from tests.conftest import Api, Org
-from tests.service.ops_support import tidy_jobs
-
-
-@pytest.fixture(autouse=True)
-async def tidy(services: Services) -> AsyncIterator[None]:
-    async with tidy_jobs(services):
-        yield
-
+from tests.service.ops_support import tidy  # noqa: F401 (an autouse fixture)
 
 
 async def admin_session(services: Services, org: Org, admin_id: str, portal: str = "admin_portal") -> str:

@@ -7,7 +7,7 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,36 +23,14 @@ from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import Role
 from service.logging import JsonFormatter, redact, request_log_middleware
-from tests.conftest import TEST_REDIS_URL, Api, Org
-from tests.service.ops_support import Worker, draining_worker, tidy_jobs
+from tests.conftest import Api, Org, suite_settings
+from tests.service.ops_support import Worker, tidy  # noqa: F401 (tidy: an autouse fixture)
 
 TOKEN = "scrape-token-" + "z" * 32
 
 @pytest.fixture
-async def workers(services: Services) -> AsyncIterator[Worker]:
-    async with draining_worker(services) as worker:
-        yield worker
-
-
-@pytest.fixture(autouse=True)
-async def tidy(services: Services) -> AsyncIterator[None]:
-    async with tidy_jobs(services):
-        yield
-
-
-
-@pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> config.Settings:
-    env = {
-        "ADMINLINK_DATA_DIR": str(tmp_path / "data"),
-        "ADMINLINK_DATABASE_URL": database_url,
-        "ADMINLINK_SECRET_KEY": "test-secret-key-" + "x" * 32,
-        "ADMINLINK_JOB_POLL_DELAY": "0.01",
-        "ADMINLINK_METRICS_TOKEN": TOKEN,
-    }
-    if TEST_REDIS_URL:
-        env["ADMINLINK_REDIS_URL"] = TEST_REDIS_URL
-    return config.load(env)
+    return suite_settings(database_url, tmp_path, metrics_token=TOKEN)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ stays in arq's queue to run again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ from aiosmtpd.controller import Controller
 
 from service import config
 from service.bootstrap import Services
-from tests.conftest import TEST_REDIS_URL, Api, Mailbox, free_port
-from tests.service.ops_support import tidy_jobs
+from tests.conftest import Api, Mailbox, free_port, suite_settings
+from tests.service.ops_support import tidy  # noqa: F401 (an autouse fixture)
 from tests.service.test_ops_api import mail_job, wait_for_status
 from workers.running import InProcessWorker
 
@@ -27,22 +26,7 @@ def smtp_port() -> int:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, smtp_port: int) -> config.Settings:
-    env = {
-        "ADMINLINK_DATA_DIR": str(tmp_path / "data"),
-        "ADMINLINK_DATABASE_URL": database_url,
-        "ADMINLINK_SECRET_KEY": "test-secret-key-" + "x" * 32,
-        "ADMINLINK_JOB_POLL_DELAY": "0.01",
-        "ADMINLINK_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
-    }
-    if TEST_REDIS_URL:
-        env["ADMINLINK_REDIS_URL"] = TEST_REDIS_URL
-    return config.load(env)
-
-
-@pytest.fixture(autouse=True)
-async def tidy(services: Services) -> AsyncIterator[None]:
-    async with tidy_jobs(services):
-        yield
+    return suite_settings(database_url, tmp_path, smtp_url=f"smtp://127.0.0.1:{smtp_port}")
 
 
 class SlowMailbox(Mailbox):
