@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.adapters import orm
 from service.adapters.jobs import JobOutcome
@@ -39,7 +39,7 @@ from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services
 from service.domain import commands as c
 from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, PermissionDenied
-from service.domain.model import Role, aware, new_id, normalise_email, now
+from service.domain.model import Role, aware, normalise_email, now
 from service.messagebus import MessageBus
 from webhooks.payloads import Delivery, Event, Subject
 
@@ -198,55 +198,6 @@ def idempotency_key(integration_id: str, delivery: Delivery, message_id: str | N
     if part is None or len(part) > MAX_KEY_PART:
         part = "sha256:" + hashlib.sha256(body if part is None else part.encode()).hexdigest()
     return f"webhook:{integration_id}:{part}"
-
-
-async def record_delivery(services: Services, integration: Integration, delivery: Delivery,
-                          key: str) -> tuple[str, bool, str]:
-    """One delivery in a transaction of its own: the subjects resolved, then the row inserted
-    unless its key is known. Answers the job's id, whether it was recorded before, its status.
-    (``service.intake`` records many deliveries in one transaction; this is its fallback.)"""
-    dialect = services.engine.dialect.name
-    # A link learned by a concurrent delivery at the same moment makes the first try collide;
-    # the second finds it.
-    for attempt in range(2):
-        try:
-            async with services.session_factory() as session, session.begin():
-                try:
-                    events = await resolve_events(session, integration, delivery)
-                except UnknownSubject:
-                    seen = await _recorded(session, key)  # a replay of an event whose user is gone since
-                    if seen is None:
-                        raise
-                    return seen.id, True, seen.status
-                job_id = new_id()
-                inserted = await session.scalar(insert_ignoring_duplicates(dialect, orm.jobs).values(
-                    job_row(job_id, integration, key, events)).returning(orm.jobs.c.id))
-                if inserted is not None:
-                    return job_id, False, "queued"
-            async with services.session_factory() as session:
-                seen = await _recorded(session, key)
-                assert seen is not None  # a row, once recorded, is never removed
-                return seen.id, True, seen.status
-        except IntegrityError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
-def insert_ignoring_duplicates(dialect: str, table: sa.Table) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing()
-
-
-def job_row(job_id: str, integration: Integration, key: str, events: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"id": job_id, "organization_id": integration.organization_id, "idempotency_key": key,
-            "function": APPLY_FUNCTION, "args": {"integration_id": integration.id, "events": events},
-            "status": "queued", "created_at": now()}
-
-
-async def _recorded(session: Any, key: str) -> Any:
-    return (await session.execute(sa.select(orm.jobs.c.id, orm.jobs.c.status).where(
-        orm.jobs.c.idempotency_key == key))).one_or_none()
 
 
 KnownEmails = dict[tuple[str, str], str]  # (organization id, lower-case email) -> user id

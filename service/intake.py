@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from service import inbound
 from service.adapters import orm
 from service.bootstrap import Services
-from service.domain.model import new_id, normalise_email
+from service.domain.model import new_id, normalise_email, now
 from webhooks.payloads import Delivery
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ class Intake:
         try:
             outcomes = await self._record(batch)
         except IntegrityError:  # an employee-id link learned concurrently: each on its own
-            outcomes = {p.key: await self._record_alone(p) for p in batch}
+            outcomes = {}
+            for pending in batch:
+                outcomes.update(await self._record_alone(pending))
         except (SQLAlchemyError, OSError):
             log.warning("%d webhook deliveries not recorded: the database is unavailable", len(batch))
             outcomes = {p.key: inbound.Unavailable("the database is unavailable") for p in batch}
@@ -93,13 +96,17 @@ class Intake:
             answered.add(pending.key)
             pending.settle(outcome)
 
-    async def _record_alone(self, pending: Pending) -> Outcome:
-        try:
-            return await inbound.record_delivery(self.services, pending.integration, pending.delivery, pending.key)
-        except inbound.Unprocessable as refused:
-            return refused
-        except (SQLAlchemyError, OSError):
-            return inbound.Unavailable("the database is unavailable")
+    async def _record_alone(self, pending: Pending) -> dict[str, Outcome]:
+        """A batch of one; a second try finds the link a concurrent delivery taught meanwhile."""
+        for attempt in range(2):
+            try:
+                return await self._record([pending])
+            except IntegrityError:
+                if attempt:
+                    break
+            except (SQLAlchemyError, OSError):
+                break
+        return {pending.key: inbound.Unavailable("the database is unavailable")}
 
     async def _record(self, batch: list[Pending]) -> dict[str, Outcome]:
         """One transaction for the batch. A key that comes twice is recorded once."""
@@ -119,12 +126,12 @@ class Intake:
                 except inbound.Unprocessable as refused:
                     outcomes[pending.key] = refused
                     continue
-                rows.append(inbound.job_row(new_id(), pending.integration, pending.key, events))
+                rows.append(_job_row(pending, events))
             inserted = set()
             if rows:
                 # Rows as parameters, not in the statement: its compiled form is cached, and
                 # SQLAlchemy still sends them as one multi-row INSERT.
-                insert = inbound.insert_ignoring_duplicates(self.services.engine.dialect.name, orm.jobs)
+                insert = INSERT_IGNORING_DUPLICATES[self.services.engine.dialect.name]
                 inserted = set(await conn.scalars(insert.returning(orm.jobs.c.idempotency_key), rows))
             outcomes.update({r["idempotency_key"]: (r["id"], False, "queued") for r in rows
                              if r["idempotency_key"] in inserted})
@@ -150,6 +157,18 @@ class Intake:
             log.warning("%d webhook jobs recorded but not enqueued: %s", len(queued), type(exc).__name__)
             for key in queued:
                 outcomes[key] = inbound.Unavailable("the queue is unavailable")
+
+
+def _job_row(pending: Pending, events: list[dict[str, Any]]) -> dict[str, Any]:
+    integration = pending.integration
+    return {"id": new_id(), "organization_id": integration.organization_id, "idempotency_key": pending.key,
+            "function": inbound.APPLY_FUNCTION, "args": {"integration_id": integration.id, "events": events},
+            "status": "queued", "created_at": now()}
+
+
+# A key recorded before (a sender's retry, a concurrent delivery) is skipped, not an error.
+INSERT_IGNORING_DUPLICATES = {"postgresql": postgresql.insert(orm.jobs).on_conflict_do_nothing(),
+                              "sqlite": sqlite.insert(orm.jobs).on_conflict_do_nothing()}
 
 
 async def _users_by_email(conn: Any, batch: list[Pending]) -> inbound.KnownEmails:

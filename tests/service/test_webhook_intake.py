@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import sqlalchemy as sa
+
+from service.adapters import orm
 from service.api.app import create_app
 from service.bootstrap import Services
 from tests.conftest import Api, Org
@@ -58,3 +61,21 @@ async def test_redis_down_answers_every_delivery_of_a_batch_503(api: Api, servic
         == [(503, "temporarily_unavailable", "30")] * len(users)
     # Recorded all the same: the reconciler hands them to arq once Redis is back.
     assert len([r for r in await jobs_of(services, org.id) if r.function == "apply_webhook"]) == len(users)
+
+
+async def test_two_receivers_learning_the_same_employee_id_both_answer(api: Api, services: Services, org: Org,
+                                                                       aiohttp_client: Any) -> None:
+    """Two web processes (two intakes) take a first delivery for the same new employee id at once:
+    one teaches the link; the other's insert of it collides, and it records its delivery again on
+    its own, finding the link."""
+    user = await api.user(mfa=False)
+    hr = await sender(api, "hr")
+    other = type(hr)(await aiohttp_client(create_app(services)), "hr", {"id": hr.id, "secret": hr.secret})
+    payloads = [event("employee.suspended", email=user["email"], employee_id="E-77") for _ in range(2)]
+    answers = await asyncio.gather(hr.send(payloads[0]), other.send(payloads[1]))
+    assert [status for status, _, _ in answers] == [202, 202], answers
+    assert answers[0][1]["job_id"] != answers[1][1]["job_id"]
+    async with services.session_factory() as session:
+        links = (await session.execute(sa.select(orm.employee_links.c.user_id).where(
+            orm.employee_links.c.integration_id == hr.id))).scalars().all()
+    assert links == [user["id"]]
