@@ -34,7 +34,7 @@ class Services:
     jobs: JobStore
 
     def uow(self, actor: Actor) -> UnitOfWork:
-        return UnitOfWork(self.session_factory, self.queue, self.box, actor)
+        return UnitOfWork(self.session_factory, self.queue, self.sessions, self.box, actor)
 
     @property
     def bus(self) -> MessageBus:

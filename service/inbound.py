@@ -430,7 +430,7 @@ class OrderedUnitOfWork(UnitOfWork):
     attribute apply one after the other and an older one never lands after a newer one."""
 
     def __init__(self, services: Services, actor: c.Actor, step: Step) -> None:
-        super().__init__(services.session_factory, services.queue, services.box, actor)
+        super().__init__(services.session_factory, services.queue, services.sessions, services.box, actor)
         self.step = step
         self.dialect = services.engine.dialect.name
         self.outcome: str | None = None
@@ -480,7 +480,7 @@ class RefusalUnitOfWork(UnitOfWork):
     """Where the bus records a refusal: the event's outcome is written with the record."""
 
     def __init__(self, services: Services, actor: c.Actor, step: Step) -> None:
-        super().__init__(services.session_factory, services.queue, services.box, actor)
+        super().__init__(services.session_factory, services.queue, services.sessions, services.box, actor)
         self.step = step
 
     async def commit(self) -> None:

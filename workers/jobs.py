@@ -91,6 +91,8 @@ async def _send_email(services: Services, args: dict[str, Any]) -> dict[str, str
 
 
 async def end_sessions(ctx: dict[str, Any], job_id: str) -> Any:
+    """Rows queued by earlier versions, which deleted session keys in a job of their own (now the
+    unit of work deletes them right after commit)."""
     return await run(ctx, job_id, _end_sessions)
 
 

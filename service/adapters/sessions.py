@@ -15,6 +15,16 @@ from service.adapters.crypto import token_hash
 
 PREFIX = "adminlink:session:"
 
+# The identity's session keys and their index, deleted in one round trip.
+END_ALL = """
+local keys = redis.call('SMEMBERS', KEYS[1])
+for i = 1, #keys, 500 do
+  redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
+end
+redis.call('DEL', KEYS[1])
+return #keys
+"""
+
 
 @dataclass(frozen=True)
 class Session:
@@ -34,6 +44,7 @@ class SessionStore:
     def __init__(self, redis: Redis, idle_seconds: int) -> None:
         self.redis = redis
         self.idle_seconds = idle_seconds
+        self._end_all = redis.register_script(END_ALL)
 
     @staticmethod
     def _index(kind: str, identity_id: str) -> str:
@@ -63,9 +74,5 @@ class SessionStore:
         await self.redis.delete(PREFIX + token_hash(token))
 
     async def end_all(self, kind: str, identity_id: str) -> int:
-        index = self._index(kind, identity_id)
-        keys: set[bytes] = await self.redis.smembers(index)  # type: ignore[misc]
-        if keys:
-            await self.redis.delete(*keys)
-        await self.redis.delete(index)
-        return len(keys)
+        """Deletes the identity's session keys; answers how many there were."""
+        return int(await self._end_all(keys=[self._index(kind, identity_id)]))

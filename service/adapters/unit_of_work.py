@@ -1,5 +1,9 @@
 """One transaction per command: the change, its Directory Insights records and its side-effect
-jobs (outbox rows) commit together or not at all. Jobs are handed to arq only after commit."""
+jobs (outbox rows) commit together or not at all. Jobs are handed to arq only after commit.
+
+Sessions a change ends are over when it commits (the identity's auth epoch moves in the same
+transaction and every request checks it); their Redis keys are deleted right after commit, as
+housekeeping: if Redis fails then, the keys expire after their idle timeout."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from service.adapters import orm
 from service.adapters.crypto import SecretBox
 from service.adapters.queue import Queue
 from service.adapters.repository import Admins, Organizations, Rows, Users
+from service.adapters.sessions import SessionStore
 from service.domain.commands import Actor
 from service.domain.events import Event, MailRequested, Recorded, SessionsEnded
 from service.domain.model import new_id, now
@@ -27,14 +32,17 @@ INSERT_JOB = orm.jobs.insert()
 
 class UnitOfWork:
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], queue: Queue, box: SecretBox, actor: Actor
+        self, session_factory: async_sessionmaker[AsyncSession], queue: Queue, sessions: SessionStore,
+        box: SecretBox, actor: Actor,
     ) -> None:
         self._session_factory = session_factory
         self.queue = queue
+        self.sessions = sessions
         self.box = box
         self.actor = actor
         self.events: list[Event] = []
         self._new_jobs: list[tuple[str, str]] = []
+        self._ended: list[SessionsEnded] = []
 
     async def __aenter__(self) -> UnitOfWork:
         self.session = self._session_factory()
@@ -50,6 +58,7 @@ class UnitOfWork:
         self.mail = Rows(self.session, orm.mail_outbox)
         self.events = []
         self._new_jobs = []
+        self._ended = []
         return self
 
     async def __aexit__(
@@ -69,6 +78,7 @@ class UnitOfWork:
         await self.session.commit()
         self.events = []
         await self._enqueue_committed_jobs()
+        await self._delete_ended_sessions()
 
     async def _write_events(self) -> None:
         at = now()
@@ -76,7 +86,7 @@ class UnitOfWork:
             if isinstance(event, Recorded):
                 await self._record(event, at)
             elif isinstance(event, SessionsEnded):
-                await self.add_job("end_sessions", {"type": event.identity_type, "id": event.identity_id})
+                self._ended.append(event)
             elif isinstance(event, MailRequested):
                 subject, body = notifications.render(event.template, event.context)
                 mail_id = await self.mail.insert(
@@ -132,3 +142,11 @@ class UnitOfWork:
                 await self.queue.enqueue_many(function, job_ids)
             except Exception:  # Redis down: the committed rows are picked up by the reconciler
                 log.warning("jobs %s committed but not enqueued; the reconciler will enqueue them", job_ids)
+
+    async def _delete_ended_sessions(self) -> None:
+        ended, self._ended = self._ended, []
+        for event in ended:
+            try:
+                await self.sessions.end_all(event.identity_type, event.identity_id)
+            except Exception:  # Redis down: the sessions are over anyway; their keys expire
+                log.warning("session keys of %s %s left to expire", event.identity_type, event.identity_id)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pyotp
+import pytest
 import sqlalchemy as sa
 
 from service.adapters import orm
+from service.adapters.crypto import token_hash
+from service.adapters.sessions import PREFIX as SESSION_PREFIX
 from service.adapters.sessions import Session
 from service.bootstrap import Services
 from service.domain.model import Role
@@ -262,10 +265,32 @@ async def test_sessions_end_when_the_change_commits(api: Api, services: Services
         response = await api.client.get("/auth/session", headers={"Authorization": f"Bearer {token}"})
         return response.status
 
+    other_token = await open_session("user", (await api.user())["id"])
     assert (await session_status(admin_token), await session_status(user_token)) == (200, 200)
     await api.ok("POST", f"/api/v1/users/{user['id']}/suspend")
-    # Refused at once, whether or not the cleanup job has run.
     assert (await session_status(admin_token), await session_status(user_token)) == (401, 401)
+    # Their keys are gone too, and only theirs.
+    for kind, identity_id in (("admin", admin["id"]), ("user", user["id"])):
+        assert not await services.redis.exists(f"{SESSION_PREFIX}index:{kind}:{identity_id}")
+    assert not await services.redis.exists(SESSION_PREFIX + token_hash(user_token))
+    assert await session_status(other_token) == 200
+
+
+async def test_sessions_end_at_commit_when_redis_fails_to_delete_their_keys(
+        api: Api, services: Services, org: Org, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = await api.user()
+    token = await services.sessions.open(Session("user", user["id"], org.id, 0, "user_portal", "totp", "now"))
+
+    async def redis_down(kind: str, identity_id: str) -> int:
+        raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr(services.sessions, "end_all", redis_down)
+    await api.ok("POST", f"/api/v1/users/{user['id']}/suspend")
+    assert (await api.ok("GET", f"/api/v1/users/{user['id']}"))["state"] == "SUSPENDED"
+    monkeypatch.undo()
+    response = await api.client.get("/auth/session", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 401  # the key is still there, the session is not
+    assert await services.redis.exists(SESSION_PREFIX + token_hash(token))
 
 
 async def test_idempotency_key_replays_the_first_answer(api: Api, services: Services, org: Org) -> None:

@@ -91,7 +91,7 @@ async def test_the_same_event_three_times_is_applied_once(api: Api, services: Se
     job = await settled(services, again["job_id"])
     assert (job.status, job.tries) == ("complete", 1)
     assert len(await records(services, org.id, event_type="user_suspended")) == 1
-    assert len(await jobs_of(services, org.id)) == 1 + 1  # the webhook job and its end_sessions job
+    assert len(await jobs_of(services, org.id)) == 1  # no other job: session keys go at commit
 
 
 async def test_duplicates_stay_duplicates_after_arq_forgets_the_job(api: Api, services: Services, org: Org,
@@ -101,7 +101,7 @@ async def test_duplicates_stay_duplicates_after_arq_forgets_the_job(api: Api, se
     payload = event("employee.suspended", email=user["email"])
     job_id = await hr.accepted(payload)
     await settled(services, job_id)
-    await quiet(services, org.id)  # its end_sessions job too, before arq forgets everything
+    await quiet(services, org.id)  # before arq forgets everything
     await services.redis.flushdb()  # arq's job, result and in-progress keys are gone, as after days
     async with services.session_factory() as session, session.begin():
         await session.execute(sa.update(orm.jobs).where(orm.jobs.c.id == job_id).values(
