@@ -32,6 +32,7 @@ from webhook_ingest import (  # noqa: E402
     percentile,
     prepare,
     run_with_stack,
+    service_event_loop,
     signed_requests,
     write_results,
 )
@@ -54,6 +55,7 @@ def serve_noop_worker() -> None:
 
     settings = config.load()
     assert settings.redis_url is not None
+    asyncio.set_event_loop(service_event_loop())  # arq's Worker runs on the current loop
     Worker(functions=[noop], queue_name=NOOP_QUEUE, redis_settings=RedisSettings.from_dsn(settings.redis_url),
            poll_delay=settings.job_poll_delay, max_jobs=settings.job_max_jobs, job_timeout=settings.job_timeout,
            keep_result=3600, job_serializer=serialize, job_deserializer=deserialize).run()

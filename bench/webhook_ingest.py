@@ -264,8 +264,20 @@ def bare_app() -> web.Application:
     return app
 
 
+def service_event_loop() -> asyncio.AbstractEventLoop:
+    """A new loop of the kind adminlink's processes run on (ADMINLINK_EVENT_LOOP), so a
+    baseline and adminlink are measured on the same event loop."""
+    from service import config
+
+    if config.load().event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def serve_bare(port: int) -> None:
-    web.run_app(bare_app(), host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(bare_app(), host="127.0.0.1", port=port, access_log=None, print=None, loop=service_event_loop())
 
 
 def write_results(name: str, body: dict[str, Any], table: str) -> None:

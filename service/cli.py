@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,17 @@ from service.domain.errors import DomainError
 from service.domain.model import Role, new_id
 from service.logging import configure as configure_logging
 from workers.running import InProcessWorker
+
+
+def run_service(main: Coroutine[Any, Any, None], settings: config.Settings) -> None:
+    """Runs a long-lived process (serve, web, worker) on the configured event loop."""
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main)
+    else:
+        asyncio.run(main)
 
 
 async def _until_stopped(worker: InProcessWorker | None) -> None:
@@ -115,11 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
-            asyncio.run(serve(settings))
+            run_service(serve(settings), settings)
         elif args.command == "web":
-            asyncio.run(web_only(settings))
+            run_service(web_only(settings), settings)
         elif args.command == "worker":
-            asyncio.run(worker_only(settings))
+            run_service(worker_only(settings), settings)
         elif args.command == "migrate":
             asyncio.run(migrate(settings, args.revision or ("base" if args.down else "heads"), args.down))
         elif args.command in cli_ops.COMMANDS:

@@ -132,7 +132,7 @@ class Intake:
                 # Rows as parameters, not in the statement: its compiled form is cached, and
                 # SQLAlchemy still sends them as one multi-row INSERT.
                 insert = INSERT_IGNORING_DUPLICATES[self.services.engine.dialect.name]
-                inserted = set(await conn.scalars(insert.returning(orm.jobs.c.idempotency_key), rows))
+                inserted = set(await conn.scalars(insert, rows))
             outcomes.update({r["idempotency_key"]: (r["id"], False, "queued") for r in rows
                              if r["idempotency_key"] in inserted})
             # Recorded before: a key already taken, or an event whose user is gone since.
@@ -166,9 +166,15 @@ def _job_row(pending: Pending, events: list[dict[str, Any]]) -> dict[str, Any]:
             "status": "queued", "created_at": now()}
 
 
+# Statements built once: building one costs more Python than running it.
 # A key recorded before (a sender's retry, a concurrent delivery) is skipped, not an error.
-INSERT_IGNORING_DUPLICATES = {"postgresql": postgresql.insert(orm.jobs).on_conflict_do_nothing(),
-                              "sqlite": sqlite.insert(orm.jobs).on_conflict_do_nothing()}
+INSERT_IGNORING_DUPLICATES = {
+    "postgresql": postgresql.insert(orm.jobs).on_conflict_do_nothing().returning(orm.jobs.c.idempotency_key),
+    "sqlite": sqlite.insert(orm.jobs).on_conflict_do_nothing().returning(orm.jobs.c.idempotency_key)}
+_LOWER_EMAIL = sa.func.lower(orm.users.c.email)
+USERS_BY_EMAIL = sa.select(orm.users.c.organization_id, _LOWER_EMAIL.label("email"), orm.users.c.id).where(
+    orm.users.c.organization_id.in_(sa.bindparam("orgs", expanding=True)),
+    _LOWER_EMAIL.in_(sa.bindparam("emails", expanding=True)))
 
 
 async def _users_by_email(conn: Any, batch: list[Pending]) -> inbound.KnownEmails:
@@ -178,7 +184,6 @@ async def _users_by_email(conn: Any, batch: list[Pending]) -> inbound.KnownEmail
               for p in batch for e in p.delivery.events if e.subject.email}
     if not wanted:
         return {}
-    users, email = orm.users, sa.func.lower(orm.users.c.email)
-    found = await conn.execute(sa.select(users.c.organization_id, email.label("email"), users.c.id).where(
-        users.c.organization_id.in_({org for org, _ in wanted}), email.in_({e for _, e in wanted})))
+    found = await conn.execute(USERS_BY_EMAIL, {"orgs": list({org for org, _ in wanted}),
+                                                "emails": list({e for _, e in wanted})})
     return {(row.organization_id, row.email): row.id for row in found}

@@ -39,11 +39,19 @@ def test_secret_key_is_generated_once_with_owner_only_mode(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("ADMINLINK_SECRET_KEY", "short"), ("ADMINLINK_PORT", "eighty"), ("ADMINLINK_COOKIE_SECURE", "maybe")],
+    [("ADMINLINK_SECRET_KEY", "short"), ("ADMINLINK_PORT", "eighty"), ("ADMINLINK_COOKIE_SECURE", "maybe"),
+     ("ADMINLINK_EVENT_LOOP", "trio")],
 )
 def test_bad_settings_are_refused_by_name(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(config.ConfigError, match=name):
         config.load({"ADMINLINK_DATA_DIR": str(tmp_path), name: value})
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not installed on Windows")
+def test_long_running_processes_run_on_uvloop_unless_told_otherwise(tmp_path: Path) -> None:
+    env = {"ADMINLINK_DATA_DIR": str(tmp_path)}
+    assert config.load(env).event_loop == "uvloop"
+    assert config.load({**env, "ADMINLINK_EVENT_LOOP": "asyncio"}).event_loop == "asyncio"
 
 
 def test_database_urls_get_the_async_driver(tmp_path: Path) -> None:
