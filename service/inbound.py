@@ -399,29 +399,25 @@ class EventUnits:
         return self.ordered.outcome if self.ordered else None
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _take_turn_statement(insert: Any) -> Any:
-    """One statement creates the clock if needed, locks it (an upsert's update locks the row; on
-    SQLite, any write takes the database's write lock) and reads it."""
-    versions = orm.attribute_versions
-    return insert(versions).on_conflict_do_update(
+    """One statement takes the event's turn: it creates the clock if needed and locks it (an
+    upsert's update locks the row; on SQLite, any write takes the database's write lock), moves it
+    to the event unless a newer event is there (the move is undone with the transaction if the
+    event is not applied), and answers the clock and the event's recorded outcome, if any."""
+    versions, outcomes = orm.attribute_versions, orm.webhook_event_outcomes
+    statement = insert(versions)
+    newer_or_same = versions.c.occurred_at <= statement.excluded.occurred_at
+    outcome = sa.select(outcomes.c.outcome).where(
+        outcomes.c.job_id == sa.bindparam("job_id"), outcomes.c.seq == sa.bindparam("seq")).scalar_subquery()
+    return statement.on_conflict_do_update(
         index_elements=[versions.c.organization_id, versions.c.user_id, versions.c.attribute],
-        set_={"event_id": versions.c.event_id},
-    ).returning(versions.c.occurred_at, versions.c.event_id)
+        set_={"occurred_at": sa.case((newer_or_same, statement.excluded.occurred_at), else_=versions.c.occurred_at),
+              "event_id": sa.case((newer_or_same, statement.excluded.event_id), else_=versions.c.event_id)},
+    ).returning(versions.c.occurred_at, versions.c.event_id, outcome.label("outcome"))
 
 
-# Built once: each event runs them (building a statement costs more Python than running it).
+# Built once: each event runs it (building a statement costs more Python than running it).
 TAKE_TURN = {"postgresql": _take_turn_statement(postgresql.insert), "sqlite": _take_turn_statement(sqlite.insert)}
-OUTCOME = sa.select(orm.webhook_event_outcomes.c.outcome).where(
-    orm.webhook_event_outcomes.c.job_id == sa.bindparam("job_id"),
-    orm.webhook_event_outcomes.c.seq == sa.bindparam("seq"))
-MOVE_CLOCK = sa.update(orm.attribute_versions).where(
-    orm.attribute_versions.c.organization_id == sa.bindparam("org"),
-    orm.attribute_versions.c.user_id == sa.bindparam("user"),
-    orm.attribute_versions.c.attribute == sa.bindparam("attr"),
-).values(occurred_at=sa.bindparam("new_at"), event_id=sa.bindparam("new_event"))
 
 
 class OrderedUnitOfWork(UnitOfWork):
@@ -448,22 +444,18 @@ class OrderedUnitOfWork(UnitOfWork):
         step = self.step
         clock = (await self.session.execute(TAKE_TURN[self.dialect], {
             "organization_id": step.organization_id, "user_id": step.user_id, "attribute": step.attribute,
-            "occurred_at": EPOCH, "event_id": ""})).one()
-        done = await self.session.scalar(OUTCOME, {"job_id": step.job_id, "seq": step.seq})
-        if done is not None:
-            raise AlreadyDone(done)
-        newest = aware(clock.occurred_at)
-        assert newest is not None
-        if newest > step.occurred_at:
+            "occurred_at": step.occurred_at, "event_id": step.event_key, "job_id": step.job_id,
+            "seq": step.seq})).one()
+        if clock.outcome is not None:
+            raise AlreadyDone(clock.outcome)
+        if clock.event_id != step.event_key:  # the clock stayed with a newer event
+            newest = aware(clock.occurred_at)
+            assert newest is not None
             raise StaleEvent(clock.event_id, newest)
 
     async def commit(self) -> None:
         if self.outcome is None:
             self.outcome = "applied" if self.events else "unchanged"
-            step = self.step
-            await self.session.execute(MOVE_CLOCK, {
-                "org": step.organization_id, "user": step.user_id, "attr": step.attribute,
-                "new_at": step.occurred_at, "new_event": step.event_key})
             await write_outcome(self.session, self.step, self.outcome)
         await super().commit()
 
