@@ -25,6 +25,7 @@ from service.messagebus import MessageBus
 class Services:
     settings: Settings
     engine: AsyncEngine
+    single_statements: AsyncEngine  # the same pool, for one-statement work (db.single_statements)
     session_factory: async_sessionmaker[AsyncSession]
     redis: ArqRedis
     queue: Queue
@@ -56,16 +57,18 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         else:
             redis = await redis_pool(settings.redis_url, settings.queue_name)
     session_factory = db.session_factory(engine)
+    single_statements = db.single_statements(engine)
     queue = Queue(redis, settings.queue_name)
     box = SecretBox(settings.secret_key)
     return Services(
         settings=settings,
         engine=engine,
+        single_statements=single_statements,
         session_factory=session_factory,
         redis=redis,
         queue=queue,
         box=box,
         sessions=SessionStore(redis, settings.session_idle_seconds),
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
-        jobs=JobStore(session_factory),
+        jobs=JobStore(single_statements),
     )

@@ -180,8 +180,8 @@ async def load_integration(services: Services, integration_id: str, kind: str, *
 async def _read_integration(services: Services, integration_id: str) -> Any:
     table = orm.integrations
     try:
-        async with services.session_factory() as session:
-            return (await session.execute(sa.select(table).where(table.c.id == integration_id))).one_or_none()
+        async with services.single_statements.connect() as conn:
+            return (await conn.execute(sa.select(table).where(table.c.id == integration_id))).one_or_none()
     except (SQLAlchemyError, OSError) as exc:
         raise Unavailable("the database is unavailable") from exc
 
@@ -308,11 +308,13 @@ async def apply(services: Services, job: Any) -> JobOutcome:
 
 
 async def _integration_of_job(services: Services, org_id: str, integration_id: str) -> Integration | None:
-    table = orm.integrations
-    async with services.session_factory() as session:
-        row = (await session.execute(sa.select(table).where(
-            table.c.organization_id == org_id, table.c.id == integration_id))).one_or_none()
+    async with services.single_statements.connect() as conn:
+        row = (await conn.execute(INTEGRATION_OF_JOB, {"org": org_id, "id": integration_id})).one_or_none()
     return _integration(row) if row is not None else None
+
+
+INTEGRATION_OF_JOB = sa.select(orm.integrations).where(orm.integrations.c.organization_id == sa.bindparam("org"),
+                                                       orm.integrations.c.id == sa.bindparam("id"))
 
 
 async def _apply_event(services: Services, integration: Integration, job_id: str,

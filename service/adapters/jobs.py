@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.adapters.orm import jobs
 from service.domain.model import now
@@ -48,35 +48,37 @@ FINISH = (
 
 
 class JobStore:
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
-        self.session_factory = session_factory
+    """Each method is one statement, run without a transaction around it (``db.single_statements``)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
 
     async def claim(self, job_id: str) -> sa.Row[Any] | None:
         """Marks the job in progress and counts the try; None if it is finished or unknown."""
-        async with self.session_factory() as session, session.begin():
-            claimed = await session.execute(CLAIM, {"job_id": job_id, "at": now()})
+        async with self.engine.connect() as conn:
+            claimed = await conn.execute(CLAIM, {"job_id": job_id, "at": now()})
             return claimed.one_or_none()
 
     async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
                      retry_at: datetime | None = None) -> bool:
         """Records how a run ended; a failed run says when it is tried again (``defer_until``).
         A row moved on meanwhile (aborted by ops) keeps its status: then the answer is False."""
-        async with self.session_factory() as session, session.begin():
-            finished = await session.execute(FINISH, {"job_id": job_id, "new_status": status, "new_result": result,
+        async with self.engine.connect() as conn:
+            finished = await conn.execute(FINISH, {"job_id": job_id, "new_status": status, "new_result": result,
                                                       "new_error": error, "at": now(), "retry_at": retry_at})
-        return bool(finished.rowcount)  # type: ignore[attr-defined]
+        return bool(finished.rowcount)
 
     async def mark_enqueued(self, job_ids: list[str]) -> None:
-        async with self.session_factory() as session, session.begin():
-            await session.execute(sa.update(jobs).where(jobs.c.id.in_(job_ids)).values(enqueued_at=now()))
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.update(jobs).where(jobs.c.id.in_(job_ids)).values(enqueued_at=now()))
 
     async def get(self, job_id: str) -> sa.Row[Any] | None:
-        async with self.session_factory() as session:
-            return (await session.execute(sa.select(jobs).where(jobs.c.id == job_id))).one_or_none()
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).one_or_none()
 
     async def get_in(self, organization_id: str, job_id: str) -> sa.Row[Any] | None:
-        async with self.session_factory() as session:
-            return (await session.execute(sa.select(jobs).where(
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(jobs).where(
                 jobs.c.organization_id == organization_id, jobs.c.id == job_id))).one_or_none()
 
     async def stranded(self, older_than: timedelta, limit: int = 500, *,
@@ -90,11 +92,11 @@ class JobStore:
         if stuck_after is not None:
             lost.append(sa.and_(jobs.c.status == "failed", jobs.c.defer_until < cutoff))
             lost.append(sa.and_(jobs.c.status == "in_progress", jobs.c.started_at < at - stuck_after))
-        async with self.session_factory() as session:
+        async with self.engine.connect() as conn:
             query = (
                 sa.select(jobs.c.id, jobs.c.function)
                 .where(sa.or_(*lost))
                 .order_by(jobs.c.created_at)
                 .limit(limit)
             )
-            return list(await session.execute(query))
+            return list(await conn.execute(query))
