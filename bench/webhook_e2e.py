@@ -142,7 +142,7 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
         rows = await settled_rows(services, target.organization_id, len(job_of))
     finally:
         await services.close()
-    await forget_queued_jobs(stack, target.organization_id)  # session endings the worker had not reached
+    await forget_queued_jobs(stack, target.organization_id)  # anything the worker had not reached
     applied = [r for r in rows if r.status == "complete" and r.id in job_of]
     latencies = [r.finished_at.timestamp() - sent_at[job_of[r.id]] for r in applied]
     result = stats(latencies, min(sent_at), max(r.finished_at.timestamp() for r in applied),

@@ -7,6 +7,7 @@ housekeeping: if Redis fails then, the keys expire after their idle timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 # Built once (the values come at execution): most commands write both.
 INSERT_RECORD = orm.insights_events.insert()
 INSERT_JOB = orm.jobs.insert()
+# A Redis that does not answer must not hold up the answer to a change that has committed: what
+# was for Redis after the commit (jobs to enqueue, session keys to delete) is not lost without it.
+REDIS_AFTER_COMMIT_TIMEOUT = 2.0
 
 
 class UnitOfWork:
@@ -139,14 +143,16 @@ class UnitOfWork:
         for function in dict.fromkeys(function for function, _ in jobs):  # in order, once each
             job_ids = [job_id for f, job_id in jobs if f == function]
             try:
-                await self.queue.enqueue_many(function, job_ids)
-            except Exception:  # Redis down: the committed rows are picked up by the reconciler
+                async with asyncio.timeout(REDIS_AFTER_COMMIT_TIMEOUT):
+                    await self.queue.enqueue_many(function, job_ids)
+            except Exception:  # Redis down or stuck: the committed rows are picked up by the reconciler
                 log.warning("jobs %s committed but not enqueued; the reconciler will enqueue them", job_ids)
 
     async def _delete_ended_sessions(self) -> None:
         ended, self._ended = self._ended, []
         for event in ended:
             try:
-                await self.sessions.end_all(event.identity_type, event.identity_id)
-            except Exception:  # Redis down: the sessions are over anyway; their keys expire
+                async with asyncio.timeout(REDIS_AFTER_COMMIT_TIMEOUT):
+                    await self.sessions.end_all(event.identity_type, event.identity_id)
+            except Exception:  # Redis down or stuck: the sessions are over anyway; their keys expire
                 log.warning("session keys of %s %s left to expire", event.identity_type, event.identity_id)
