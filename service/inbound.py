@@ -307,14 +307,14 @@ async def apply(services: Services, job: Any) -> JobOutcome:
     return summary(results)
 
 
+INTEGRATION_OF_JOB = sa.select(orm.integrations).where(orm.integrations.c.organization_id == sa.bindparam("org"),
+                                                       orm.integrations.c.id == sa.bindparam("id"))
+
+
 async def _integration_of_job(services: Services, org_id: str, integration_id: str) -> Integration | None:
     async with services.single_statements.connect() as conn:
         row = (await conn.execute(INTEGRATION_OF_JOB, {"org": org_id, "id": integration_id})).one_or_none()
     return _integration(row) if row is not None else None
-
-
-INTEGRATION_OF_JOB = sa.select(orm.integrations).where(orm.integrations.c.organization_id == sa.bindparam("org"),
-                                                       orm.integrations.c.id == sa.bindparam("id"))
 
 
 async def _apply_event(services: Services, integration: Integration, job_id: str,

@@ -107,8 +107,7 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> int:
     services: Services = ctx["services"]
     stuck_after = timedelta(seconds=services.settings.job_timeout + 10) + STUCK_MARGIN
     stranded = await services.jobs.stranded(older_than=timedelta(seconds=30), stuck_after=stuck_after)
-    for function in {job.function for job in stranded}:
-        await services.queue.enqueue_many(function, [job.id for job in stranded if job.function == function])
+    await services.queue.enqueue_rows([(job.function, job.id) for job in stranded])
     if stranded:
         await services.jobs.mark_enqueued([job.id for job in stranded])
     return len(stranded)

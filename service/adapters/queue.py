@@ -115,3 +115,7 @@ class Queue:
         args += [part for pair in zip(job_ids, jobs, strict=True) for part in pair]
         return int(await self._enqueue_many(keys=[self.queue_name], args=args))
 
+    async def enqueue_rows(self, jobs: list[tuple[str, str]]) -> None:
+        """Committed job rows, as (function, job id), with one script call per function."""
+        for function in dict.fromkeys(function for function, _ in jobs):  # in order, once each
+            await self.enqueue_many(function, [job_id for f, job_id in jobs if f == function])

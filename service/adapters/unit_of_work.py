@@ -46,7 +46,6 @@ class UnitOfWork:
         self.actor = actor
         self.events: list[Event] = []
         self._new_jobs: list[tuple[str, str]] = []
-        self._ended: list[SessionsEnded] = []
 
     async def __aenter__(self) -> UnitOfWork:
         self.session = self._session_factory()
@@ -62,7 +61,6 @@ class UnitOfWork:
         self.mail = Rows(self.session, orm.mail_outbox)
         self.events = []
         self._new_jobs = []
-        self._ended = []
         return self
 
     async def __aexit__(
@@ -78,19 +76,18 @@ class UnitOfWork:
         self.events.extend(events)
 
     async def commit(self) -> None:
+        events = self.events
         await self._write_events()
         await self.session.commit()
         self.events = []
         await self._enqueue_committed_jobs()
-        await self._delete_ended_sessions()
+        await self._delete_session_keys([e for e in events if isinstance(e, SessionsEnded)])
 
     async def _write_events(self) -> None:
         at = now()
         for event in self.events:
             if isinstance(event, Recorded):
                 await self._record(event, at)
-            elif isinstance(event, SessionsEnded):
-                self._ended.append(event)
             elif isinstance(event, MailRequested):
                 subject, body = notifications.render(event.template, event.context)
                 mail_id = await self.mail.insert(
@@ -140,16 +137,17 @@ class UnitOfWork:
 
     async def _enqueue_committed_jobs(self) -> None:
         jobs, self._new_jobs = self._new_jobs, []
-        for function in dict.fromkeys(function for function, _ in jobs):  # in order, once each
-            job_ids = [job_id for f, job_id in jobs if f == function]
-            try:
-                async with asyncio.timeout(REDIS_AFTER_COMMIT_TIMEOUT):
-                    await self.queue.enqueue_many(function, job_ids)
-            except Exception:  # Redis down or stuck: the committed rows are picked up by the reconciler
-                log.warning("jobs %s committed but not enqueued; the reconciler will enqueue them", job_ids)
+        if not jobs:
+            return
+        try:
+            async with asyncio.timeout(REDIS_AFTER_COMMIT_TIMEOUT):
+                await self.queue.enqueue_rows(jobs)
+        except Exception:  # Redis down or stuck: the committed rows are picked up by the reconciler
+            log.warning("jobs %s committed but not enqueued; the reconciler will enqueue them",
+                        [job_id for _, job_id in jobs])
 
-    async def _delete_ended_sessions(self) -> None:
-        ended, self._ended = self._ended, []
+    async def _delete_session_keys(self, ended: list[SessionsEnded]) -> None:
+        """Session keys of the identities whose sessions the change ended (SessionsEnded events)."""
         for event in ended:
             try:
                 async with asyncio.timeout(REDIS_AFTER_COMMIT_TIMEOUT):
