@@ -268,12 +268,9 @@ def service_event_loop() -> asyncio.AbstractEventLoop:
     """A new loop of the kind adminlink's processes run on (ADMINLINK_EVENT_LOOP), so a
     baseline and adminlink are measured on the same event loop."""
     from service import config
+    from service.cli import event_loop_factory
 
-    if config.load().event_loop == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+    return event_loop_factory(config.load())()
 
 
 def serve_bare(port: int) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import json
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -23,15 +23,19 @@ from service.logging import configure as configure_logging
 from workers.running import InProcessWorker
 
 
-def run_service(main: Coroutine[Any, Any, None], settings: config.Settings) -> None:
-    """Runs a long-lived process (serve, web, worker) on the configured event loop."""
+def event_loop_factory(settings: config.Settings) -> Callable[[], asyncio.AbstractEventLoop]:
+    """Makes loops of the kind ADMINLINK_EVENT_LOOP names."""
     if settings.event_loop == "uvloop":
         import uvloop
 
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main)
-    else:
-        asyncio.run(main)
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run_service(main: Coroutine[Any, Any, None], settings: config.Settings) -> None:
+    """Runs a long-lived process (serve, web, worker) on the configured event loop."""
+    with asyncio.Runner(loop_factory=event_loop_factory(settings)) as runner:
+        runner.run(main)
 
 
 async def _until_stopped(worker: InProcessWorker | None) -> None:
