@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.adapters import db
 from service.adapters.crypto import SecretBox
+from service.adapters.direct import Direct, open_direct
 from service.adapters.jobs import JobStore
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
@@ -33,6 +34,7 @@ class Services:
     sessions: SessionStore
     mailer: Mailer
     jobs: JobStore
+    direct: Direct | None = None  # asyncpg itself, for the hot statements on PostgreSQL (adapters.direct)
 
     def uow(self, actor: Actor) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.queue, self.sessions, self.box, actor)
@@ -43,6 +45,8 @@ class Services:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self.direct is not None:
+            await self.direct.close()
         await self.engine.dispose()
 
 
@@ -71,4 +75,5 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         sessions=SessionStore(redis, settings.session_idle_seconds),
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
         jobs=JobStore(single_statements),
+        direct=await open_direct(settings.database_url),
     )

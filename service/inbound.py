@@ -207,20 +207,44 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
                          known: KnownEmails | None = None) -> list[dict[str, Any]]:
     """The delivery's events as a job carries them, each with the id of its user. ``known``:
     users already looked up by email for a whole batch of deliveries."""
+    check_data(delivery)
     users: dict[Subject, str] = {}
-    events = []
-    for seq, event in enumerate(delivery.events):
-        _check_data(event)
+    for event in delivery.events:
         if event.subject not in users:
             users[event.subject] = await _resolve_subject(session, integration, event.subject, known or {})
-        events.append({
-            "seq": seq, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
-            "user_id": users[event.subject], "subject": event.subject.as_dict(), "data": event.data,
-        })
-    return events
+    return job_events(delivery, users)
 
 
-def _check_data(event: Event) -> None:
+def known_subjects(integration: Integration, delivery: Delivery, known: KnownEmails) -> dict[Subject, str] | None:
+    """The delivery's users when every subject is an email alone that ``known`` holds; None when
+    one needs the database (an employee id to look up or learn, an external id, an email not
+    found in the batch's lookup)."""
+    users: dict[Subject, str] = {}
+    for event in delivery.events:
+        subject = event.subject
+        if subject.employee_id or subject.external_id or not subject.email:
+            return None
+        user_id = known.get((integration.organization_id, normalise_email(subject.email)))
+        if user_id is None:
+            return None
+        users[subject] = user_id
+    return users
+
+
+def job_events(delivery: Delivery, users: dict[Subject, str]) -> list[dict[str, Any]]:
+    """The delivery's events as a job carries them, with their users' ids."""
+    return [{"seq": seq, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
+             "user_id": users[event.subject], "subject": event.subject.as_dict(), "data": event.data}
+            for seq, event in enumerate(delivery.events)]
+
+
+def check_data(delivery: Delivery) -> None:
+    """What the payload parser cannot check alone: an admin role must be one adminlink knows."""
+    for event in delivery.events:
+        _check_event_data(event)
+
+
+def _check_event_data(event: Event) -> None:
     if event.type == "admin_role.assigned":
         try:
             Role(event.data["role"])

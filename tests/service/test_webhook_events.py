@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from arq.connections import ArqRedis
 
 from service.adapters import db, orm
+from service.adapters.direct import open_direct
 from service.adapters.queue import Queue, deserialize, serialize
 from service.adapters.sessions import Session
 from service.api.app import create_app
@@ -277,9 +278,14 @@ async def test_database_down_answers_503(api: Api, services: Services, aiohttp_c
     user = await api.user()
     hr = await sender(api, "hr")
     broken = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/adminlink.db")
-    down = dataclasses.replace(services, engine=broken, session_factory=db.session_factory(broken))
+    # On PostgreSQL the receiver writes through asyncpg itself: that pool points nowhere too.
+    broken_direct = services.direct and await open_direct(f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
+    down = dataclasses.replace(services, engine=broken, session_factory=db.session_factory(broken),
+                               direct=broken_direct)
     client = await aiohttp_client(create_app(down))
     status, body, headers = await type(hr)(client, "hr", {"id": hr.id, "secret": hr.secret}).send(
         event("employee.terminated", email=user["email"]))
     assert (status, body["error"]["code"], headers["Retry-After"]) == (503, "temporarily_unavailable", "30")
     await broken.dispose()
+    if broken_direct is not None:
+        await broken_direct.close()
