@@ -35,6 +35,7 @@ from webhooks.payloads import Delivery
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+WRITERS = 2
 DATABASE_DOWN: tuple[type[Exception], ...] = (SQLAlchemyError, *direct.ERRORS)
 ENQUEUE_TIMEOUT = 2.0  # a Redis that does not answer is as good as down: the sender retries later
 
@@ -58,18 +59,22 @@ class Pending:
 
 
 class Intake:
-    """One per web process: the deliveries waiting for the next batch, and the task writing it."""
+    """One per web process: the deliveries waiting for the next batch, and the tasks writing
+    batches. WRITERS of them at once, so the process parses and answers deliveries while a batch
+    waits for PostgreSQL and Redis, instead of idling."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
         self._waiting: list[Pending] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def accept(self, integration: inbound.Integration, delivery: Delivery, key: str) -> inbound.Accepted:
         pending = Pending(integration, delivery, key, asyncio.get_running_loop().create_future())
         self._waiting.append(pending)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_waiting())
+        if len(self._writers) < WRITERS:
+            writer = asyncio.create_task(self._write_waiting())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         return await pending.answer
 
     async def _write_waiting(self) -> None:
