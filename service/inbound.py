@@ -21,6 +21,7 @@ records it, for the same reason.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -129,21 +130,24 @@ class IntegrationCache:
     database transaction, not two. A signature that fails against a cached entry is checked
     again against a fresh read (a rotation counts at once); the previous secret's grace is
     checked at each use. A deleted integration may take deliveries for CACHE_SECONDS more: their
-    jobs end ``dead`` (integration_not_found), as the job reads the integration afresh."""
+    jobs end ``dead`` (integration_not_found), as the job reads the integration afresh.
+
+    An entry holds the integration twice, built once: with the secrets it accepts during the
+    previous secret's grace, and with the current secret alone, for after it."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[float, Any, tuple[str, ...], datetime | None]] = {}
+        self.entries: dict[str, tuple[float, Integration, Integration, datetime | None]] = {}
 
-    def get(self, integration_id: str) -> tuple[Any, tuple[str, ...], datetime | None] | None:
+    def get(self, integration_id: str) -> tuple[Integration, Integration, datetime | None] | None:
         entry = self.entries.get(integration_id)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1:]
 
-    def put(self, row: Any, secrets: tuple[str, ...], grace: datetime | None) -> None:
+    def put(self, in_grace: Integration, after_grace: Integration, grace: datetime | None) -> None:
         if len(self.entries) >= CACHE_SIZE:
             self.entries.clear()
-        self.entries[row.id] = (time.monotonic() + CACHE_SECONDS, row, secrets, grace)
+        self.entries[in_grace.id] = (time.monotonic() + CACHE_SECONDS, in_grace, after_grace, grace)
 
     def drop(self, integration_id: str) -> None:
         self.entries.pop(integration_id, None)
@@ -168,13 +172,14 @@ async def load_integration(services: Services, integration_id: str, kind: str, *
             raise NotFound("integration_not_found", f"no {kind} integration has this id")
         current = (services.box.open(row.secret_encrypted),) if row.secret_encrypted else ()
         previous = (services.box.open(row.previous_secret_encrypted),) if row.previous_secret_encrypted else ()
-        cached = (row, current + previous, aware(row.previous_secret_expires_at) if previous else None)
+        grace = aware(row.previous_secret_expires_at) if previous else None
+        cached = (_integration(row, current + previous, True), _integration(row, current, True), grace)
         integrations_seen.put(*cached)
-    row, secrets, grace = cached
-    if row.kind != kind:
+    in_grace, after_grace, grace = cached
+    if in_grace.kind != kind:
         raise NotFound("integration_not_found", f"no {kind} integration has this id")
-    in_grace = grace is not None and grace > now()
-    return _integration(row, secrets if in_grace else secrets[:1], fresh=not from_cache)
+    integration = in_grace if grace is not None and grace > now() else after_grace
+    return integration if from_cache else dataclasses.replace(integration, from_cache=False)
 
 
 async def _read_integration(services: Services, integration_id: str) -> Any:
@@ -186,9 +191,9 @@ async def _read_integration(services: Services, integration_id: str) -> Any:
         raise Unavailable("the database is unavailable") from exc
 
 
-def _integration(row: Any, secrets: tuple[str, ...] = (), fresh: bool = True) -> Integration:
+def _integration(row: Any, secrets: tuple[str, ...] = (), from_cache: bool = False) -> Integration:
     return Integration(row.id, row.organization_id, row.kind, row.provider or "generic", row.name, row.role,
-                       row.delete_mode, secrets, from_cache=not fresh)
+                       row.delete_mode, secrets, from_cache)
 
 
 def idempotency_key(integration_id: str, delivery: Delivery, message_id: str | None, body: bytes) -> str:

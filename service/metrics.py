@@ -95,8 +95,10 @@ def _is_signature_failure(status: int, response: web.StreamResponse | None) -> b
     # signature or its timestamp is a malformed signature header.
     if status == 401:
         return True
+    if status != 400:  # most answers: not one to read
+        return False
     code = _error_code(response) or ""
-    return status == 400 and ("signature" in code or "timestamp" in code)
+    return "signature" in code or "timestamp" in code
 
 
 def _result(status: int, response: web.StreamResponse | None) -> str:
