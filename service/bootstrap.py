@@ -63,6 +63,7 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
     session_factory = db.session_factory(engine)
     single_statements = db.single_statements(engine)
     queue = Queue(redis, settings.queue_name)
+    direct = await open_direct(settings.database_url)
     box = SecretBox(settings.secret_key)
     return Services(
         settings=settings,
@@ -74,6 +75,6 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         box=box,
         sessions=SessionStore(redis, settings.session_idle_seconds),
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
-        jobs=JobStore(single_statements),
-        direct=await open_direct(settings.database_url),
+        jobs=JobStore(single_statements, direct),
+        direct=direct,
     )

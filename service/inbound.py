@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from service.adapters import orm
-from service.adapters.jobs import JobOutcome
+from service.adapters.jobs import ClaimedJob, JobOutcome
 from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services
 from service.domain import commands as c
@@ -325,7 +325,7 @@ class EventResult:
         return body
 
 
-async def apply(services: Services, job: Any) -> JobOutcome:
+async def apply(services: Services, job: ClaimedJob) -> JobOutcome:
     """The job of one delivery: its events in order. A handler failure propagates (the job is
     retried); a stale event, a permission denial and the events done before are outcomes."""
     integration = await _integration_of_job(services, job.organization_id, job.args["integration_id"])
@@ -340,7 +340,7 @@ INTEGRATION_OF_JOB = sa.select(orm.integrations).where(orm.integrations.c.organi
                                                        orm.integrations.c.id == sa.bindparam("id"))
 
 
-async def _integration_of_job(services: Services, org_id: str, integration_id: str) -> Integration | None:
+async def _integration_of_job(services: Services, org_id: str | None, integration_id: str) -> Integration | None:
     async with services.single_statements.connect() as conn:
         row = (await conn.execute(INTEGRATION_OF_JOB, {"org": org_id, "id": integration_id})).one_or_none()
     return _integration(row) if row is not None else None

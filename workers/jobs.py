@@ -15,14 +15,14 @@ from arq import Retry
 
 from service import metrics
 from service.adapters import orm
-from service.adapters.jobs import JobOutcome
+from service.adapters.jobs import ClaimedJob, JobOutcome
 from service.bootstrap import Services
 from service.domain.model import now
 
 log = logging.getLogger(__name__)
 
 Work = Callable[[Services, dict[str, Any]], Awaitable[Any]]
-RowWork = Callable[[Services, sa.Row[Any]], Awaitable[Any]]
+RowWork = Callable[[Services, ClaimedJob], Awaitable[Any]]
 # A job in progress this much longer than arq lets a run last has lost its worker (and maybe
 # its place in Redis): the reconciler hands it to arq again.
 STUCK_MARGIN = timedelta(seconds=40)
@@ -62,7 +62,7 @@ async def run_row(ctx: dict[str, Any], job_id: str, work: RowWork) -> Any:
     return result
 
 
-async def _finish(ctx: dict[str, Any], row: sa.Row[Any], status: str, **details: Any) -> None:
+async def _finish(ctx: dict[str, Any], row: ClaimedJob, status: str, **details: Any) -> None:
     if await ctx["services"].jobs.finish(row.id, status, **details):
         metrics.job_ended_as(ctx, row.function, status)
 

@@ -2,13 +2,13 @@
 
 SQLAlchemy costs some 0.5 ms of CPU for each statement it runs on asyncpg, several times what
 the driver costs for the same statement. Where a path is a handful of fixed statements run for
-every webhook (the receiver's batch write), that is most of its work, so those statements are
-written in SQL once and sent on a small asyncpg pool of their own. Everything else, and every
-statement on SQLite (the embedded default), stays on SQLAlchemy.
+every webhook (the receiver's batch write, a job's claim and finish), that is most of its work,
+so those statements are written in SQL once and sent on a small asyncpg pool of their own.
+Everything else, and every statement on SQLite (the embedded default), stays on SQLAlchemy; the
+test suite runs on both, so both paths are exercised.
 
 The pool connects lazily, like SQLAlchemy's: a service starts while PostgreSQL is down and
-answers 503 until it is back.
-"""
+answers 503 until it is back."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy.engine import make_url
 
-POOL_SIZE = 4  # batch writers share it: one batch at a time per web process, plus replays
+POOL_SIZE = 8  # each use is one or two round trips: a web process's batch writers, a worker's claims and finishes
 ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 

@@ -3,6 +3,7 @@ only the row's id; the row says whether the work is done, so a redelivered job d
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.adapters.direct import Direct
 from service.adapters.orm import jobs
 from service.domain.model import now
 
@@ -30,13 +32,24 @@ class JobOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job marked in progress: what a run needs of its row."""
+
+    id: str
+    organization_id: str | None
+    function: str
+    args: dict[str, Any]
+    tries: int
+
+
 # Built once: every job run executes these two, and building a statement costs more Python than
 # running it.
 CLAIM = (
     sa.update(jobs)
     .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status.in_(RUNNABLE))
     .values(status="in_progress", tries=jobs.c.tries + 1, started_at=sa.bindparam("at"))
-    .returning(*jobs.c)
+    .returning(jobs.c.id, jobs.c.organization_id, jobs.c.function, jobs.c.args, jobs.c.tries)
 )
 FINISH = (
     sa.update(jobs)
@@ -47,22 +60,44 @@ FINISH = (
 )
 
 
+# The same two for asyncpg (``adapters.direct``), on PostgreSQL: every job run sends both.
+DIRECT_CLAIM = """
+UPDATE jobs SET status = 'in_progress', tries = tries + 1, started_at = $2
+WHERE id = $1 AND status = ANY($3::varchar[])
+RETURNING id, organization_id, function, args, tries"""
+DIRECT_FINISH = """
+UPDATE jobs SET status = $2, result = $3::json, error = $4, finished_at = $5, defer_until = $6
+WHERE id = $1 AND status = 'in_progress'"""
+
+
 class JobStore:
-    """Each method is one statement, run without a transaction around it (``db.single_statements``)."""
+    """Each method is one statement, run without a transaction around it (``db.single_statements``);
+    on PostgreSQL, a job run's claim and finish go on asyncpg itself."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, direct: Direct | None = None) -> None:
         self.engine = engine
+        self.direct = direct
 
-    async def claim(self, job_id: str) -> sa.Row[Any] | None:
+    async def claim(self, job_id: str) -> ClaimedJob | None:
         """Marks the job in progress and counts the try; None if it is finished or unknown."""
+        if self.direct is not None:
+            async with self.direct.acquire() as conn:
+                row = await conn.fetchrow(DIRECT_CLAIM, job_id, now(), RUNNABLE)
+            return None if row is None else ClaimedJob(row["id"], row["organization_id"], row["function"],
+                                                       json.loads(row["args"]), row["tries"])
         async with self.engine.connect() as conn:
-            claimed = await conn.execute(CLAIM, {"job_id": job_id, "at": now()})
-            return claimed.one_or_none()
+            claimed = (await conn.execute(CLAIM, {"job_id": job_id, "at": now()})).one_or_none()
+        return None if claimed is None else ClaimedJob(*claimed)
 
     async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
                      retry_at: datetime | None = None) -> bool:
         """Records how a run ended; a failed run says when it is tried again (``defer_until``).
         A row moved on meanwhile (aborted by ops) keeps its status: then the answer is False."""
+        if self.direct is not None:
+            encoded = None if result is None else json.dumps(result)
+            async with self.direct.acquire() as conn:
+                answer = await conn.execute(DIRECT_FINISH, job_id, status, encoded, error, now(), retry_at)
+            return answer != "UPDATE 0"
         async with self.engine.connect() as conn:
             finished = await conn.execute(FINISH, {"job_id": job_id, "new_status": status, "new_result": result,
                                                       "new_error": error, "at": now(), "retry_at": retry_at})
