@@ -322,7 +322,7 @@ def parse() -> argparse.Namespace:
                    help="PostgreSQL (or SQLite) URL; default $ADMINLINK_BENCH_DATABASE_URL, else a SQLite file")
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=300)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--users", type=int, default=500)
     p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
