@@ -27,6 +27,7 @@ import sqlalchemy as sa  # noqa: E402
 from webhook_ingest import (  # noqa: E402
     Request,
     Stack,
+    StolenCpu,
     forget_queued_jobs,
     machine,
     percentile,
@@ -34,6 +35,7 @@ from webhook_ingest import (  # noqa: E402
     run_with_stack,
     service_event_loop,
     signed_requests,
+    stolen_note,
     write_results,
 )
 
@@ -203,9 +205,11 @@ def main() -> None:
     count = int(args.rate * args.seconds)
 
     async def body(stack: Stack) -> dict[str, Any]:
+        stolen = StolenCpu()
         base = await baseline(stack, args.rate, count)
         ours = await end_to_end(stack, args.rate, count, args.users, args.workers)
         return {"benchmark": "webhook end to end", "machine": machine(), "database": args.database_url.split("@")[-1],
+                "cpu_stolen_percent": stolen.percent(),
                 "rate": args.rate, "seconds": args.seconds, "workers": args.workers, "baseline": base, "ours": ours,
                 "ratio_p50": round(ours["p50_ms"] / base["p50_ms"], 2),
                 "ratio_p99": round(ours["p99_ms"] / base["p99_ms"], 2),
@@ -222,7 +226,8 @@ def main() -> None:
                   f"(measured p99 {ours['p99_ms']} ms); job statuses {ours['job_statuses']}",
               f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python "
               f"{result['machine']['python']}; database {result['database']}; {args.workers} worker process(es); "
-              f"{args.rate:g} events/s for {args.seconds:g} s; {result['at']}"]
+              f"{args.rate:g} events/s for {args.seconds:g} s; {result['at']}",
+              stolen_note(result["cpu_stolen_percent"])]
     write_results("webhook_e2e", result, "\n".join(lines))
 
 

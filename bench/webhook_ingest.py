@@ -75,6 +75,37 @@ def machine() -> dict[str, Any]:
             "system": f"{platform.system()} {platform.release()}"}
 
 
+class StolenCpu:
+    """The share of the machine's CPU time that its host took back (steal, in /proc/stat) between
+    creation and ``percent()``. On a shared virtual machine a run's figures mean little when it is
+    high, and baselines suffer from it as much as adminlink does; None where Linux does not say."""
+
+    def __init__(self) -> None:
+        self.start = _cpu_times()
+
+    def percent(self) -> float | None:
+        end = _cpu_times()
+        if self.start is None or end is None:
+            return None
+        spent = [after - before for before, after in zip(self.start, end, strict=True)]
+        return round(100 * spent[7] / sum(spent), 1) if sum(spent) else None
+
+
+def _cpu_times() -> list[int] | None:
+    """user, nice, system, idle, iowait, irq, softirq, steal: the machine's CPU time in ticks."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    except (OSError, IndexError):
+        return None
+    return [int(f) for f in fields] if len(fields) == 8 else None
+
+
+def stolen_note(percent: float | None) -> str:
+    if percent is None:
+        return "CPU taken back by the host while measuring: unknown (no /proc/stat)"
+    return f"CPU taken back by the host while measuring (steal, /proc/stat): {percent}% of the machine's time"
+
+
 class Stack:
     """A redis-server, adminlink processes and the environment they share; stopped on exit."""
 
@@ -298,6 +329,7 @@ async def measure(args: argparse.Namespace, stack: Stack, bare_port: int) -> dic
     await closed_loop(bare_url, signed_requests(target, args.warmup), args.concurrency, "warm-up")
     await closed_loop(ours_url, signed_requests(target, args.warmup), args.concurrency, "warm-up")
     runs: list[Run] = []
+    stolen = StolenCpu()
     for _ in range(args.rounds):
         runs.append(await closed_loop(bare_url, signed_requests(target, args.requests), args.concurrency,
                                       "bare aiohttp 202"))
@@ -313,6 +345,7 @@ async def measure(args: argparse.Namespace, stack: Stack, bare_port: int) -> dic
     return {"benchmark": "webhook ingest", "machine": machine(), "database": args.database_url.split("@")[-1],
             "concurrency": args.concurrency, "rounds": args.rounds, "runs": [r.view() for r in runs],
             "best": {"bare": bare.view(), "ours": ours.view()}, "ratio_per_second": round(ratio, 3),
+            "cpu_stolen_percent": stolen.percent(),
             "goal": "ingest at least half of the bare handler (ratio >= 0.5)", "at": datetime.now(UTC).isoformat()}
 
 
@@ -373,7 +406,8 @@ def main() -> None:
              f"(goal: at least 0.5)",
              f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python "
              f"{result['machine']['python']}; database {result['database']}; {args.concurrency} concurrent "
-             f"clients, best of {args.rounds} rounds of {args.requests} requests; {result['at']}"]
+             f"clients, best of {args.rounds} rounds of {args.requests} requests; {result['at']}",
+             stolen_note(result["cpu_stolen_percent"])]
     write_results("webhook_ingest", result, table("Webhook ingest", [best["bare"], best["ours"]], notes))
 
 
