@@ -173,7 +173,8 @@ async def load_integration(services: Services, integration_id: str, kind: str, *
         current = (services.box.open(row.secret_encrypted),) if row.secret_encrypted else ()
         previous = (services.box.open(row.previous_secret_encrypted),) if row.previous_secret_encrypted else ()
         grace = aware(row.previous_secret_expires_at) if previous else None
-        cached = (_integration(row, current + previous, True), _integration(row, current, True), grace)
+        columns = row._mapping
+        cached = (_integration(columns, current + previous, True), _integration(columns, current, True), grace)
         integrations_seen.put(*cached)
     in_grace, after_grace, grace = cached
     if in_grace.kind != kind:
@@ -191,9 +192,11 @@ async def _read_integration(services: Services, integration_id: str) -> Any:
         raise Unavailable("the database is unavailable") from exc
 
 
-def _integration(row: Any, secrets: tuple[str, ...] = (), from_cache: bool = False) -> Integration:
-    return Integration(row.id, row.organization_id, row.kind, row.provider or "generic", row.name, row.role,
-                       row.delete_mode, secrets, from_cache)
+def _integration(columns: Any, secrets: tuple[str, ...] = (), from_cache: bool = False) -> Integration:
+    """``columns``: the integration's columns by name (a SQLAlchemy row's ``_mapping``, or an
+    asyncpg record, whose role is still its stored value)."""
+    return Integration(columns["id"], columns["organization_id"], columns["kind"], columns["provider"] or "generic",
+                       columns["name"], Role(columns["role"]), columns["delete_mode"], secrets, from_cache)
 
 
 def idempotency_key(integration_id: str, delivery: Delivery, message_id: str | None, body: bytes) -> str:
@@ -340,10 +343,21 @@ INTEGRATION_OF_JOB = sa.select(orm.integrations).where(orm.integrations.c.organi
                                                        orm.integrations.c.id == sa.bindparam("id"))
 
 
+DIRECT_INTEGRATION_OF_JOB = """
+SELECT id, organization_id, kind, provider, name, role, delete_mode FROM integrations
+WHERE organization_id = $1 AND id = $2"""
+
+
 async def _integration_of_job(services: Services, org_id: str | None, integration_id: str) -> Integration | None:
+    """Read afresh for each job (a deleted integration's jobs end dead; a changed role counts);
+    on PostgreSQL on asyncpg itself, as every job runs it."""
+    if services.direct is not None:
+        async with services.direct.acquire() as conn:
+            record = await conn.fetchrow(DIRECT_INTEGRATION_OF_JOB, org_id, integration_id)
+        return _integration(record) if record is not None else None
     async with services.single_statements.connect() as conn:
         row = (await conn.execute(INTEGRATION_OF_JOB, {"org": org_id, "id": integration_id})).one_or_none()
-    return _integration(row) if row is not None else None
+    return _integration(row._mapping) if row is not None else None
 
 
 async def _apply_event(services: Services, integration: Integration, job_id: str,
