@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import inbound
+from service import inbound, metrics
 from service.adapters import direct, orm
 from service.bootstrap import Services
 from service.domain.model import new_id, normalise_email, now
@@ -80,6 +80,7 @@ class Intake:
     async def _write_waiting(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            metrics.WEBHOOK_BATCH_DELIVERIES.observe(len(batch))
             try:
                 await self._write(batch)
             except Exception as exc:  # never leave a sender waiting

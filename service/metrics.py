@@ -54,6 +54,10 @@ WEBHOOK_SIGNATURE_FAILURES = Counter(
     "adminlink_webhook_signature_failures", "Webhook deliveries refused for their signature, by receiver.",
     ["receiver", "code"], registry=REGISTRY,
 )
+WEBHOOK_BATCH_DELIVERIES = Histogram(
+    "adminlink_webhook_batch_deliveries", "Webhook deliveries a receiver recorded together, per batch (this process).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=REGISTRY,
+)
 
 # --- HTTP middleware ---------------------------------------------------------------------------
 

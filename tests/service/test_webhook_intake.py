@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from service import metrics
 from service.adapters import orm
 from service.api.app import create_app
 from service.bootstrap import Services
@@ -36,7 +37,11 @@ async def test_deliveries_arriving_together_each_get_their_own_answer(api: Api, 
     sends = [hr.send(p) for p in payloads] + [hr.send(twice), hr.send(twice)]
     if with_unknown:
         sends.append(hr.send(event("employee.suspended", email="nobody@acme.test")))
+    batches_before, in_batches_before = batch_metrics()
     answers = await asyncio.gather(*sends)
+    batches, in_batches = batch_metrics()
+    assert 1 <= batches - batches_before < len(sends)  # written together, in fewer batches than deliveries
+    assert in_batches - in_batches_before == len(sends)
 
     if with_unknown:
         *answers, unknown = answers
@@ -56,6 +61,13 @@ async def test_deliveries_arriving_together_each_get_their_own_answer(api: Api, 
         assert applied["user_id"] == by_email[payload["subject"]["email"].lower()]
     for job_id in rows:  # every recorded job is in arq's queue
         assert await services.redis.zscore(services.settings.queue_name, job_id) is not None
+
+
+def batch_metrics() -> tuple[float, float]:
+    """Batches written so far by this process's receivers, and the deliveries in them."""
+    def value(name: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name) or 0.0
+    return value("adminlink_webhook_batch_deliveries_count"), value("adminlink_webhook_batch_deliveries_sum")
 
 
 async def test_redis_down_answers_every_delivery_of_a_batch_503(api: Api, services: Services, org: Org,
