@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import inbound, metrics
 from service.adapters import direct, orm
+from service.adapters.queue import REDIS_ANSWER_TIMEOUT
 from service.bootstrap import Services
 from service.domain.model import new_id, normalise_email, now
 from webhooks.payloads import Delivery
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 256
 WRITERS = 2
 DATABASE_DOWN: tuple[type[Exception], ...] = (SQLAlchemyError, *direct.ERRORS)
-ENQUEUE_TIMEOUT = 2.0  # a Redis that does not answer is as good as down: the sender retries later
 
 Outcome = tuple[str, bool, str] | Exception  # (job id, recorded before, status), or why not taken
 
@@ -140,7 +140,7 @@ class Intake:
         if not queued:
             return
         try:
-            async with asyncio.timeout(ENQUEUE_TIMEOUT):
+            async with asyncio.timeout(REDIS_ANSWER_TIMEOUT):
                 await self.services.queue.enqueue_many(inbound.APPLY_FUNCTION, list(queued.values()))
         except Exception as exc:  # Redis down or stuck: the rows are safe, the reconciler enqueues them
             log.warning("%d webhook jobs recorded but not enqueued: %s", len(queued), type(exc).__name__)

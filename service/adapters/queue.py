@@ -20,6 +20,11 @@ from redis.asyncio import ConnectionPool
 
 log = logging.getLogger(__name__)
 
+# A Redis that does not answer within this is as good as down. Work that only hands committed
+# rows to Redis (or cleans up after them) gives up then: the rows are safe, and the reconciler
+# (or an expiry) does the rest; nothing waits on a stuck Redis.
+REDIS_ANSWER_TIMEOUT = 2.0
+
 
 def serialize(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), default=str).encode()

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import insights, notifications
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
-from service.adapters.queue import Queue
+from service.adapters.queue import REDIS_ANSWER_TIMEOUT, Queue
 from service.adapters.repository import Admins, Organizations, Rows, Users
 from service.adapters.sessions import SessionStore
 from service.domain.commands import Actor
@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 # Built once (the values come at execution): most commands write both.
 INSERT_RECORD = orm.insights_events.insert()
 INSERT_JOB = orm.jobs.insert()
-# A Redis that does not answer must not hold up the answer to a change that has committed: what
-# was for Redis after the commit (jobs to enqueue, session keys to delete) is not lost without it.
-REDIS_AFTER_COMMIT_TIMEOUT = 2.0
 
 
 class UnitOfWork:
@@ -140,7 +137,7 @@ class UnitOfWork:
         if not jobs:
             return
         try:
-            async with asyncio.timeout(REDIS_AFTER_COMMIT_TIMEOUT):
+            async with asyncio.timeout(REDIS_ANSWER_TIMEOUT):
                 await self.queue.enqueue_rows(jobs)
         except Exception:  # Redis down or stuck: the committed rows are picked up by the reconciler
             log.warning("jobs %s committed but not enqueued; the reconciler will enqueue them",
@@ -150,7 +147,7 @@ class UnitOfWork:
         """Session keys of the identities whose sessions the change ended (SessionsEnded events)."""
         for event in ended:
             try:
-                async with asyncio.timeout(REDIS_AFTER_COMMIT_TIMEOUT):
+                async with asyncio.timeout(REDIS_ANSWER_TIMEOUT):
                     await self.sessions.end_all(event.identity_type, event.identity_id)
             except Exception:  # Redis down or stuck: the sessions are over anyway; their keys expire
                 log.warning("session keys of %s %s left to expire", event.identity_type, event.identity_id)
