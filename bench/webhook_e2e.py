@@ -89,9 +89,9 @@ async def baseline(stack: Stack, rate: float, count: int) -> dict[str, Any]:
     from service.adapters.queue import deserialize, serialize
 
     stack.spawn(sys.executable, SELF, "--noop-worker", name="noop-worker")
+    await worker_ready(stack, NOOP_QUEUE)
     redis = await create_pool(RedisSettings.from_dsn(stack.env["ADMINLINK_REDIS_URL"]), job_serializer=serialize,
                               job_deserializer=deserialize, default_queue_name=NOOP_QUEUE)
-    await asyncio.sleep(1.0)
 
     async def enqueue(n: int) -> float:
         sent = time.time()
@@ -123,7 +123,7 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
     requests: list[Request] = signed_requests(target, count, ("employee.suspended", "employee.returned"))
     for _ in range(workers):
         stack.start_worker()
-    await worker_ready(stack)
+    await worker_ready(stack, stack.settings().queue_name)
     statuses: dict[int, int] = {}
     job_of: dict[str, int] = {}
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{stack.web_port}",
@@ -154,14 +154,15 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
     return result
 
 
-async def worker_ready(stack: Stack, within: float = 60.0) -> None:
-    """Until the worker has polled its queue once (arq then writes its health-check key), so the
-    first events do not measure the worker's start-up."""
+async def worker_ready(stack: Stack, queue_name: str, within: float = 60.0) -> None:
+    """Until the worker of ``queue_name`` has polled it once (arq then writes its health-check
+    key), so the first jobs do not measure the worker's start-up (imports take a second or more
+    on a slow machine)."""
     from arq.connections import RedisSettings, create_pool
     from arq.constants import health_check_key_suffix
 
     redis = await create_pool(RedisSettings.from_dsn(stack.env["ADMINLINK_REDIS_URL"]))
-    key = stack.settings().queue_name + health_check_key_suffix
+    key = queue_name + health_check_key_suffix
     deadline = time.monotonic() + within
     try:
         while not await redis.exists(key):
