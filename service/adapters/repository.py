@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +11,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.adapters import orm
 from service.domain.model import Admin, Organization, Role, User, UserState, new_id, normalise_email, now
+
+
+@functools.cache
+def _lookup(entity: type, table: sa.Table, column: str, lower: bool, for_update: bool) -> sa.Select[Any]:
+    """The statement of a point lookup, built once, at first use (the entities are mapped at
+    start-up), with its values bound at execution: building a statement costs about half as
+    much CPU as running it through the ORM, and most commands make two such lookups."""
+    key = sa.func.lower(table.c[column]) if lower else table.c[column]
+    query = sa.select(entity).where(table.c.organization_id == sa.bindparam("org"), key == sa.bindparam("value"))
+    return query.with_for_update() if for_update else query
+
+
+async def _one(session: AsyncSession, entity: type, table: sa.Table, org_id: str, column: str, value: str, *,
+               lower: bool = False, for_update: bool = False) -> Any:
+    query = _lookup(entity, table, column, lower, for_update)
+    return (await session.scalars(query, {"org": org_id, "value": value})).one_or_none()
 
 
 class Organizations:
@@ -40,23 +57,13 @@ class Users:
         await self.session.delete(user)
 
     async def get(self, org_id: str, user_id: str, *, for_update: bool = False) -> User | None:
-        query = sa.select(User).where(orm.users.c.organization_id == org_id, orm.users.c.id == user_id)
-        if for_update:
-            query = query.with_for_update()
-        return (await self.session.scalars(query)).one_or_none()
+        return await _one(self.session, User, orm.users, org_id, "id", user_id, for_update=for_update)
 
     async def by_email(self, org_id: str, email: str) -> User | None:
-        query = sa.select(User).where(
-            orm.users.c.organization_id == org_id, sa.func.lower(orm.users.c.email) == normalise_email(email)
-        )
-        return (await self.session.scalars(query)).one_or_none()
+        return await _one(self.session, User, orm.users, org_id, "email", normalise_email(email), lower=True)
 
     async def by_username(self, org_id: str, username: str) -> User | None:
-        query = sa.select(User).where(
-            orm.users.c.organization_id == org_id,
-            sa.func.lower(orm.users.c.username) == username.strip().lower(),
-        )
-        return (await self.session.scalars(query)).one_or_none()
+        return await _one(self.session, User, orm.users, org_id, "username", username.strip().lower(), lower=True)
 
     async def many(self, org_id: str, ids: list[str]) -> list[User]:
         query = sa.select(User).where(orm.users.c.organization_id == org_id, orm.users.c.id.in_(ids))
@@ -83,20 +90,13 @@ class Admins:
         await self.session.delete(admin)
 
     async def get(self, org_id: str, admin_id: str) -> Admin | None:
-        query = sa.select(Admin).where(orm.admins.c.organization_id == org_id, orm.admins.c.id == admin_id)
-        return (await self.session.scalars(query)).one_or_none()
+        return await _one(self.session, Admin, orm.admins, org_id, "id", admin_id)
 
     async def by_email(self, org_id: str, email: str) -> Admin | None:
-        query = sa.select(Admin).where(
-            orm.admins.c.organization_id == org_id, sa.func.lower(orm.admins.c.email) == normalise_email(email)
-        )
-        return (await self.session.scalars(query)).one_or_none()
+        return await _one(self.session, Admin, orm.admins, org_id, "email", normalise_email(email), lower=True)
 
     async def by_linked_user(self, org_id: str, user_id: str) -> Admin | None:
-        query = sa.select(Admin).where(
-            orm.admins.c.organization_id == org_id, orm.admins.c.linked_user_id == user_id
-        )
-        return (await self.session.scalars(query)).one_or_none()
+        return await _one(self.session, Admin, orm.admins, org_id, "linked_user_id", user_id)
 
     async def linked_to(self, org_id: str, user_ids: list[str]) -> dict[str, Admin]:
         query = sa.select(Admin).where(
