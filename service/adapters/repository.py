@@ -19,7 +19,8 @@ def _lookup(entity: type, table: sa.Table, column: str, lower: bool, for_update:
     start-up), with its values bound at execution: building a statement costs about half as
     much CPU as running it through the ORM, and most commands make two such lookups."""
     key = sa.func.lower(table.c[column]) if lower else table.c[column]
-    query = sa.select(entity).where(table.c.organization_id == sa.bindparam("org"), key == sa.bindparam("value"))
+    query: sa.Select[Any] = sa.select(entity).where(table.c.organization_id == sa.bindparam("org"),
+                                                    key == sa.bindparam("value"))
     return query.with_for_update() if for_update else query
 
 
