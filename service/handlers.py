@@ -82,12 +82,33 @@ async def load_admin(uow: UnitOfWork, admin_id: str) -> Admin:
     return admin
 
 
+async def load_user_and_admin(uow: UnitOfWork, user_id: str) -> tuple[User, Admin | None]:
+    """The user and the admin identity it holds, if any, in one read."""
+    found = await uow.users.get_with_linked_admin(uow.actor.organization_id, user_id)
+    if found is None:
+        raise NotFound("user_not_found", "no such user")
+    return found
+
+
+async def load_authorized_user(uow: UnitOfWork, user_id: str, action: Action,
+                               event_type: str) -> tuple[User, Admin | None]:
+    """The user and its admin identity, once the actor may take ``action`` on them."""
+    user, admin = await load_user_and_admin(uow, user_id)
+    authorize_on(uow, action, user, admin, event_type)
+    return user, admin
+
+
 async def authorize_on_user(uow: UnitOfWork, action: Action, user: User, event_type: str) -> Admin | None:
-    """Checks the actor's role against the policy table for this target; returns the user's
-    admin identity, if it holds one. A denial is recorded with ``success: false``."""
+    """``authorize_on`` for a user already loaded; returns the user's admin identity, if any."""
     admin = await uow.admins.by_linked_user(uow.actor.organization_id, user.id)
-    authorize(uow, action, admin is not None, Recorded(event_type, user_resource(user), success=False))
+    authorize_on(uow, action, user, admin, event_type)
     return admin
+
+
+def authorize_on(uow: UnitOfWork, action: Action, user: User, admin: Admin | None, event_type: str) -> None:
+    """Checks the actor's role against the policy table for this user, whose admin identity is
+    ``admin``. A denial is recorded with ``success: false``."""
+    authorize(uow, action, admin is not None, Recorded(event_type, user_resource(user), success=False))
 
 
 def authorize(uow: UnitOfWork, action: Action, target_has_admin_role: bool, on_denial: Recorded) -> None:
@@ -175,8 +196,7 @@ async def create_user(cmd: c.CreateUser, uow: UnitOfWork) -> User:
 
 
 async def update_user(cmd: c.UpdateUser, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
-    admin = await authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
+    user, admin = await load_authorized_user(uow, cmd.user_id, Action.UPDATE_USER, "user_update")
     changes: list[Change] = []
     for name in ("firstname", "lastname"):
         if name in cmd.changes and cmd.changes[name] != getattr(user, name):
@@ -243,8 +263,7 @@ async def bulk_delete_users(cmd: c.BulkDeleteUsers, uow: UnitOfWork) -> int:
 
 
 async def suspend_user(cmd: c.SuspendUser, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
-    admin = await authorize_on_user(uow, Action.SUSPEND_USER, user, "user_suspended")
+    user, admin = await load_authorized_user(uow, cmd.user_id, Action.SUSPEND_USER, "user_suspended")
     if user.state == UserState.SUSPENDED:
         return user
     if admin is not None:
@@ -264,9 +283,9 @@ async def suspend_user(cmd: c.SuspendUser, uow: UnitOfWork) -> User:
 
 
 async def activate_user(cmd: c.ActivateUser, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
+    user, admin = await load_user_and_admin(uow, cmd.user_id)
     event_type = "user_unsuspended" if user.state == UserState.SUSPENDED else "user_update"
-    await authorize_on_user(uow, Action.ACTIVATE_USER, user, event_type)
+    authorize_on(uow, Action.ACTIVATE_USER, user, admin, event_type)
     if user.state == UserState.ACTIVATED:
         return user
     previous = user.state
@@ -277,8 +296,7 @@ async def activate_user(cmd: c.ActivateUser, uow: UnitOfWork) -> User:
 
 
 async def unlock_user(cmd: c.UnlockUser, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
-    await authorize_on_user(uow, Action.UNLOCK_USER, user, "user_unlocked")
+    user, _ = await load_authorized_user(uow, cmd.user_id, Action.UNLOCK_USER, "user_unlocked")
     if user.account_locked:
         user.unlock()
         uow.collect(Recorded("user_unlocked", user_resource(user), (Change("account_locked", True, False),)))
@@ -287,8 +305,7 @@ async def unlock_user(cmd: c.UnlockUser, uow: UnitOfWork) -> User:
 
 
 async def force_password_reset(cmd: c.ForcePasswordReset, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
-    await authorize_on_user(uow, Action.FORCE_PASSWORD_RESET, user, "user_update")
+    user, _ = await load_authorized_user(uow, cmd.user_id, Action.FORCE_PASSWORD_RESET, "user_update")
     ensure_not_own_password(uow, user)
     user.password_expires_at = now()
     uow.collect(Recorded("user_update", user_resource(user), (Change("password_expired", False, True),)))
@@ -297,8 +314,7 @@ async def force_password_reset(cmd: c.ForcePasswordReset, uow: UnitOfWork) -> Us
 
 
 async def set_password(cmd: c.SetPassword, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
-    await authorize_on_user(uow, Action.SET_PASSWORD, user, "user_update")
+    user, _ = await load_authorized_user(uow, cmd.user_id, Action.SET_PASSWORD, "user_update")
     ensure_not_own_password(uow, user)
     user.password_hash = hash_password(validate_password(cmd.password, user.email))
     user.password_expires_at = None
@@ -308,8 +324,7 @@ async def set_password(cmd: c.SetPassword, uow: UnitOfWork) -> User:
 
 
 async def change_password_authority(cmd: c.ChangePasswordAuthority, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
-    await authorize_on_user(uow, Action.CHANGE_PASSWORD_AUTHORITY, user, "user_update")
+    user, _ = await load_authorized_user(uow, cmd.user_id, Action.CHANGE_PASSWORD_AUTHORITY, "user_update")
     if cmd.authority != user.password_authority:
         change = Change("password_authority", user.password_authority.value, cmd.authority.value)
         user.password_authority = cmd.authority
@@ -319,8 +334,7 @@ async def change_password_authority(cmd: c.ChangePasswordAuthority, uow: UnitOfW
 
 
 async def enroll_totp(cmd: c.EnrollTotp, uow: UnitOfWork) -> dict[str, str]:
-    user = await load_user(uow, cmd.user_id)
-    await authorize_on_user(uow, Action.TOTP_ENROLL_RESET, user, "user_update")
+    user, _ = await load_authorized_user(uow, cmd.user_id, Action.TOTP_ENROLL_RESET, "user_update")
     if await uow.totp.first(user.organization_id, user_id=user.id):
         raise Conflict("totp_already_enrolled", "the user already has TOTP; reset it first")
     secret = pyotp.random_base32()
@@ -332,8 +346,7 @@ async def enroll_totp(cmd: c.EnrollTotp, uow: UnitOfWork) -> dict[str, str]:
 
 
 async def reset_totp(cmd: c.ResetTotp, uow: UnitOfWork) -> None:
-    user = await load_user(uow, cmd.user_id)
-    await authorize_on_user(uow, Action.TOTP_ENROLL_RESET, user, "user_update")
+    user, _ = await load_authorized_user(uow, cmd.user_id, Action.TOTP_ENROLL_RESET, "user_update")
     if not await uow.totp.delete(user.organization_id, user_id=user.id):
         raise NotFound("totp_not_enrolled", "the user has no TOTP to reset")
     uow.collect(Recorded("user_update", user_resource(user), (Change("totp", None, None),)))
@@ -341,9 +354,8 @@ async def reset_totp(cmd: c.ResetTotp, uow: UnitOfWork) -> None:
 
 
 async def set_mfa_required(cmd: c.SetMfaRequired, uow: UnitOfWork) -> User:
-    user = await load_user(uow, cmd.user_id)
     action = Action.REQUIRE_MFA if cmd.required else Action.REMOVE_MFA_REQUIREMENT
-    await authorize_on_user(uow, action, user, "user_update")
+    user, _ = await load_authorized_user(uow, cmd.user_id, action, "user_update")
     if user.mfa_required != cmd.required:
         uow.collect(Recorded("user_update", user_resource(user), (Change("mfa_required", user.mfa_required,
                                                                               cmd.required),)))
@@ -354,8 +366,7 @@ async def set_mfa_required(cmd: c.SetMfaRequired, uow: UnitOfWork) -> User:
 
 async def _delete_credential(uow: UnitOfWork, user_id: str, action: Action, table_attr: str, row_id: str,
                              field: str) -> None:
-    user = await load_user(uow, user_id)
-    await authorize_on_user(uow, action, user, "user_update")
+    user, _ = await load_authorized_user(uow, user_id, action, "user_update")
     rows = getattr(uow, table_attr)
     if not await rows.delete(user.organization_id, id=row_id, user_id=user.id):
         raise NotFound(f"{field}_not_found", f"the user has no such {field.replace('_', ' ')}")
@@ -377,8 +388,7 @@ async def delete_ssh_key(cmd: c.DeleteSshKey, uow: UnitOfWork) -> None:
 
 
 async def add_ssh_key(cmd: c.AddSshKey, uow: UnitOfWork) -> dict[str, Any]:
-    user = await load_user(uow, cmd.user_id)
-    await authorize_on_user(uow, Action.SSH_KEY_CHANGE, user, "user_update")
+    user, _ = await load_authorized_user(uow, cmd.user_id, Action.SSH_KEY_CHANGE, "user_update")
     try:
         key = serialization.load_ssh_public_key(cmd.public_key.strip().encode())
     except (ValueError, TypeError) as exc:
