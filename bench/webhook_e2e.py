@@ -28,6 +28,8 @@ from webhook_ingest import (  # noqa: E402
     Request,
     Stack,
     StolenCpu,
+    cpu_ms_each,
+    cpu_seconds,
     forget_queued_jobs,
     machine,
     percentile,
@@ -88,10 +90,11 @@ async def baseline(stack: Stack, rate: float, count: int) -> dict[str, Any]:
 
     from service.adapters.queue import deserialize, serialize
 
-    stack.spawn(sys.executable, SELF, "--noop-worker", name="noop-worker")
+    worker = stack.spawn(sys.executable, SELF, "--noop-worker", name="noop-worker")
     await worker_ready(stack, NOOP_QUEUE)
     redis = await create_pool(RedisSettings.from_dsn(stack.env["ADMINLINK_REDIS_URL"]), job_serializer=serialize,
                               job_deserializer=deserialize, default_queue_name=NOOP_QUEUE)
+    cpu_before = cpu_seconds(worker.pid)
 
     async def enqueue(n: int) -> float:
         sent = time.time()
@@ -111,9 +114,11 @@ async def baseline(stack: Stack, rate: float, count: int) -> dict[str, Any]:
     for job_id in keys:
         sent_by_id[job_id] = sent_at[int(job_id.split("-")[1])]
     latencies = [finished[k] - sent_by_id[k] for k in keys]
+    result = stats(latencies, min(sent_at), max(finished.values()), "arq no-op jobs", count)
+    result["worker_cpu_ms_per_event"] = cpu_ms_each(worker.pid, cpu_before, len(keys))
     await redis.aclose()
-    stack.processes[-1].terminate()
-    return stats(latencies, min(sent_at), max(finished.values()), "arq no-op jobs", count)
+    worker.terminate()
+    return result
 
 
 async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers: int = 1) -> dict[str, Any]:
@@ -124,6 +129,8 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
     for _ in range(workers):
         stack.start_worker()
     await worker_ready(stack, stack.settings().queue_name)
+    web, worker = stack.named["web"].pid, stack.named["worker"].pid
+    cpu_before = {web: cpu_seconds(web), worker: cpu_seconds(worker)}
     statuses: dict[int, int] = {}
     job_of: dict[str, int] = {}
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{stack.web_port}",
@@ -144,11 +151,13 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
         rows = await settled_rows(services, target.organization_id, len(job_of))
     finally:
         await services.close()
+    cpu_each = {pid: cpu_ms_each(pid, before, len(rows)) for pid, before in cpu_before.items()}
     await forget_queued_jobs(stack, target.organization_id)  # anything the worker had not reached
     applied = [r for r in rows if r.status == "complete" and r.id in job_of]
     latencies = [r.finished_at.timestamp() - sent_at[job_of[r.id]] for r in applied]
     result = stats(latencies, min(sent_at), max(r.finished_at.timestamp() for r in applied),
                    "adminlink webhook -> change applied", count)
+    result["worker_cpu_ms_per_event"], result["web_cpu_ms_per_event"] = cpu_each[worker], cpu_each[web]
     result["statuses"] = {str(k): v for k, v in sorted(statuses.items())}
     result["job_statuses"] = {s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})}
     return result
@@ -219,9 +228,11 @@ def main() -> None:
 
     result = run_with_stack(args, body)
     base, ours = result["baseline"], result["ours"]
-    lines = ["### Webhook end to end", "", "| run | events/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['per_second']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} |"
-              for r in (base, ours)]
+    lines = ["### Webhook end to end", "",
+             "| run | events/s | p50 ms | p99 ms | max ms | worker CPU ms/event | web CPU ms/event |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['per_second']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | "
+              f"{r['worker_cpu_ms_per_event']} | {r.get('web_cpu_ms_per_event', '-')} |" for r in (base, ours)]
     lines += ["", f"ratios (adminlink / arq no-op): p50 x{result['ratio_p50']}, p99 x{result['ratio_p99']}, "
                   f"events/s {result['ratio_per_second']}; goal: p99 under 100 ms at {args.rate:g} events/s "
                   f"(measured p99 {ours['p99_ms']} ms); job statuses {ours['job_statuses']}",

@@ -100,6 +100,24 @@ def _cpu_times() -> list[int] | None:
     return [int(f) for f in fields] if len(fields) == 8 else None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The user + system CPU time a process has used so far (Linux /proc); None elsewhere. Time
+    the host stole is not in it, so CPU per request compares runs that steal slowed unequally."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def cpu_ms_each(pid: int, before: float | None, count: int) -> float | None:
+    """Milliseconds of the process's CPU per request (or event) since ``before``."""
+    after = cpu_seconds(pid)
+    if before is None or after is None or not count:
+        return None
+    return round((after - before) * 1000 / count, 3)
+
+
 def stolen_note(percent: float | None) -> str:
     if percent is None:
         return "CPU taken back by the host while measuring: unknown (no /proc/stat)"
@@ -114,6 +132,7 @@ class Stack:
         self.redis_port = free_port()
         self.web_port = free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.named: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {
             **os.environ,
             "ADMINLINK_DATABASE_URL": database_url,
@@ -131,6 +150,7 @@ class Stack:
         process = subprocess.Popen(list(command), cwd=ROOT, env=self.env, stdout=log,  # noqa: S603
                                    stderr=subprocess.STDOUT)
         self.processes.append(process)
+        self.named[name] = process
         return process
 
     def start_redis(self) -> None:
@@ -248,6 +268,7 @@ class Run:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
+    server_cpu_ms: float | None = None  # the server process's CPU per request
 
     @property
     def per_second(self) -> float:
@@ -259,11 +280,14 @@ class Run:
                 "p50_ms": round(percentile(self.latencies, 0.50) * 1000, 2),
                 "p99_ms": round(percentile(self.latencies, 0.99) * 1000, 2),
                 "mean_ms": round(statistics.fmean(self.latencies) * 1000, 2),
-                "statuses": {str(k): v for k, v in sorted(self.statuses.items())}}
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+                "server_cpu_ms_per_request": self.server_cpu_ms}
 
 
-async def closed_loop(base_url: str, requests: list[Request], concurrency: int, name: str) -> Run:
-    """``concurrency`` clients, each sending its next request as soon as the last is answered."""
+async def closed_loop(base_url: str, requests: list[Request], concurrency: int, name: str,
+                      server_pid: int | None = None) -> Run:
+    """``concurrency`` clients, each sending its next request as soon as the last is answered;
+    with ``server_pid``, the server's CPU per request too."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = iter(requests)
@@ -277,10 +301,12 @@ async def closed_loop(base_url: str, requests: list[Request], concurrency: int, 
                 latencies.append(time.perf_counter() - started)
                 statuses[response.status] = statuses.get(response.status, 0) + 1
 
+        cpu_before = cpu_seconds(server_pid) if server_pid else None
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-    return Run(name, len(requests), seconds, latencies, statuses)
+        server_cpu = cpu_ms_each(server_pid, cpu_before, len(requests)) if server_pid else None
+    return Run(name, len(requests), seconds, latencies, statuses, server_cpu)
 
 
 def bare_app() -> web.Application:
@@ -317,8 +343,10 @@ def write_results(name: str, body: dict[str, Any], table: str) -> None:
 
 
 def table(title: str, rows: list[dict[str, Any]], notes: list[str]) -> str:
-    lines = [f"### {title}", "", "| run | requests/s | p50 ms | p99 ms | statuses |", "|---|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['per_second']} | {r['p50_ms']} | {r['p99_ms']} | {r['statuses']} |" for r in rows]
+    lines = [f"### {title}", "", "| run | requests/s | p50 ms | p99 ms | server CPU ms/request | statuses |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['per_second']} | {r['p50_ms']} | {r['p99_ms']} | "
+              f"{r['server_cpu_ms_per_request']} | {r['statuses']} |" for r in rows]
     return "\n".join(lines + [""] + notes)
 
 
@@ -332,9 +360,9 @@ async def measure(args: argparse.Namespace, stack: Stack, bare_port: int) -> dic
     stolen = StolenCpu()
     for _ in range(args.rounds):
         runs.append(await closed_loop(bare_url, signed_requests(target, args.requests), args.concurrency,
-                                      "bare aiohttp 202"))
+                                      "bare aiohttp 202", stack.named["bare"].pid))
         runs.append(await closed_loop(ours_url, signed_requests(target, args.requests), args.concurrency,
-                                      "adminlink receiver"))
+                                      "adminlink receiver", stack.named["web"].pid))
     best: dict[str, Run] = {}
     for run in runs:
         if run.name not in best or run.per_second > best[run.name].per_second:
