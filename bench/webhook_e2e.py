@@ -29,6 +29,7 @@ from webhook_ingest import (  # noqa: E402
     Stack,
     StolenCpu,
     cpu_ms_each,
+    cpu_of,
     cpu_seconds,
     forget_queued_jobs,
     machine,
@@ -121,7 +122,7 @@ async def baseline(stack: Stack, rate: float, count: int) -> dict[str, Any]:
         sent_by_id[job_id] = sent_at[int(job_id.split("-")[1])]
     latencies = [finished[k] - sent_by_id[k] for k in keys]
     result = stats(latencies, min(sent_at), max(finished.values()), "arq no-op jobs", count)
-    result["worker_cpu_ms_per_event"] = cpu_ms_each(worker.pid, cpu_before, len(keys))
+    result["worker_cpu_ms_per_event"] = cpu_ms_each(cpu_before, cpu_seconds(worker.pid), len(keys))
     await redis.aclose()
     worker.terminate()
     return result
@@ -132,11 +133,10 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
 
     target = await prepare(stack, users)
     requests: list[Request] = signed_requests(target, count, ("employee.suspended", "employee.returned"))
-    for _ in range(workers):
-        stack.start_worker()
+    worker_pids = [stack.start_worker().pid for _ in range(workers)]
     await worker_ready(stack, stack.settings().queue_name)
-    web, worker = stack.named["web"].pid, stack.named["worker"].pid
-    cpu_before = {web: cpu_seconds(web), worker: cpu_seconds(worker)}
+    web_pid = stack.named["web"].pid
+    web_before, workers_before = cpu_seconds(web_pid), cpu_of(worker_pids)
     statuses: dict[int, int] = {}
     job_of: dict[str, int] = {}
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{stack.web_port}",
@@ -157,13 +157,15 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
         rows = await settled_rows(services, target.organization_id, len(job_of))
     finally:
         await services.close()
-    cpu_each = {pid: cpu_ms_each(pid, before, len(rows)) for pid, before in cpu_before.items()}
+    web_cpu, workers_cpu = cpu_seconds(web_pid), cpu_of(worker_pids)
     await forget_queued_jobs(stack, target.organization_id)  # anything the worker had not reached
     applied = [r for r in rows if r.status == "complete" and r.id in job_of]
     latencies = [r.finished_at.timestamp() - sent_at[job_of[r.id]] for r in applied]
     result = stats(latencies, min(sent_at), max(r.finished_at.timestamp() for r in applied),
                    "adminlink webhook -> change applied", count)
-    result["worker_cpu_ms_per_event"], result["web_cpu_ms_per_event"] = cpu_each[worker], cpu_each[web]
+    # With several workers, their CPU together per event.
+    result["worker_cpu_ms_per_event"] = cpu_ms_each(workers_before, workers_cpu, len(rows))
+    result["web_cpu_ms_per_event"] = cpu_ms_each(web_before, web_cpu, len(rows))
     result["statuses"] = {str(k): v for k, v in sorted(statuses.items())}
     result["job_statuses"] = {s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})}
     return result

@@ -110,9 +110,14 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def cpu_ms_each(pid: int, before: float | None, count: int) -> float | None:
-    """Milliseconds of the process's CPU per request (or event) since ``before``."""
-    after = cpu_seconds(pid)
+def cpu_of(pids: list[int]) -> float | None:
+    """The CPU time of processes together; None if one is unknown."""
+    times = [cpu_seconds(pid) for pid in pids]
+    return None if None in times else sum(t for t in times if t is not None)
+
+
+def cpu_ms_each(before: float | None, after: float | None, count: int) -> float | None:
+    """Milliseconds of CPU per request (or event) between two readings."""
     if before is None or after is None or not count:
         return None
     return round((after - before) * 1000 / count, 3)
@@ -165,8 +170,8 @@ class Stack:
         self.spawn(sys.executable, "-m", "service.cli", "web", name="web")
         wait_for_port(self.web_port)
 
-    def start_worker(self) -> None:
-        self.spawn(sys.executable, "-m", "service.cli", "worker", name="worker")
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        return self.spawn(sys.executable, "-m", "service.cli", "worker", name="worker")
 
     def settings(self) -> Any:
         from service import config
@@ -305,7 +310,7 @@ async def closed_loop(base_url: str, requests: list[Request], concurrency: int, 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-        server_cpu = cpu_ms_each(server_pid, cpu_before, len(requests)) if server_pid else None
+        server_cpu = cpu_ms_each(cpu_before, cpu_seconds(server_pid), len(requests)) if server_pid else None
     return Run(name, len(requests), seconds, latencies, statuses, server_cpu)
 
 
