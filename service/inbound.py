@@ -339,10 +339,11 @@ async def apply(services: Services, job: ClaimedJob) -> JobOutcome:
     return summary(results)
 
 
-INTEGRATION_OF_JOB = sa.select(orm.integrations).where(orm.integrations.c.organization_id == sa.bindparam("org"),
-                                                       orm.integrations.c.id == sa.bindparam("id"))
-
-
+# What a job needs of its integration, on either driver: not its secrets (the delivery was
+# verified on receipt).
+_JOB_COLUMNS = ("id", "organization_id", "kind", "provider", "name", "role", "delete_mode")
+INTEGRATION_OF_JOB = sa.select(*(orm.integrations.c[name] for name in _JOB_COLUMNS)).where(
+    orm.integrations.c.organization_id == sa.bindparam("org"), orm.integrations.c.id == sa.bindparam("id"))
 DIRECT_INTEGRATION_OF_JOB = """
 SELECT id, organization_id, kind, provider, name, role, delete_mode FROM integrations
 WHERE organization_id = $1 AND id = $2"""

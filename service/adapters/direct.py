@@ -2,8 +2,9 @@
 
 SQLAlchemy costs some 0.5 ms of CPU for each statement it runs on asyncpg, several times what
 the driver costs for the same statement. Where a path is a handful of fixed statements run for
-every webhook (the receiver's batch write, a job's claim and finish), that is most of its work,
-so those statements are written in SQL once and sent on a small asyncpg pool of their own.
+every webhook (the receiver's batch write; a job's claim, finish and integration read), that is
+most of its work, so those statements are written in SQL once and sent on a small asyncpg pool
+of their own.
 Everything else, and every statement on SQLite (the embedded default), stays on SQLAlchemy; the
 test suite runs on both, so both paths are exercised.
 
