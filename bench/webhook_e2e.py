@@ -29,7 +29,6 @@ from webhook_ingest import (  # noqa: E402
     Stack,
     StolenCpu,
     cpu_ms_each,
-    cpu_of,
     cpu_seconds,
     forget_queued_jobs,
     machine,
@@ -136,7 +135,7 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
     worker_pids = [stack.start_worker().pid for _ in range(workers)]
     await worker_ready(stack, stack.settings().queue_name)
     web_pid = stack.named["web"].pid
-    web_before, workers_before = cpu_seconds(web_pid), cpu_of(worker_pids)
+    web_before, workers_before = cpu_seconds(web_pid), cpu_seconds(*worker_pids)
     statuses: dict[int, int] = {}
     job_of: dict[str, int] = {}
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{stack.web_port}",
@@ -157,7 +156,7 @@ async def end_to_end(stack: Stack, rate: float, count: int, users: int, workers:
         rows = await settled_rows(services, target.organization_id, len(job_of))
     finally:
         await services.close()
-    web_cpu, workers_cpu = cpu_seconds(web_pid), cpu_of(worker_pids)
+    web_cpu, workers_cpu = cpu_seconds(web_pid), cpu_seconds(*worker_pids)
     await forget_queued_jobs(stack, target.organization_id)  # anything the worker had not reached
     applied = [r for r in rows if r.status == "complete" and r.id in job_of]
     latencies = [r.finished_at.timestamp() - sent_at[job_of[r.id]] for r in applied]

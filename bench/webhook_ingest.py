@@ -100,20 +100,18 @@ def _cpu_times() -> list[int] | None:
     return [int(f) for f in fields] if len(fields) == 8 else None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """The user + system CPU time a process has used so far (Linux /proc); None elsewhere. Time
-    the host stole is not in it, so CPU per request compares runs that steal slowed unequally."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def cpu_of(pids: list[int]) -> float | None:
-    """The CPU time of processes together; None if one is unknown."""
-    times = [cpu_seconds(pid) for pid in pids]
-    return None if None in times else sum(t for t in times if t is not None)
+def cpu_seconds(*pids: int) -> float | None:
+    """The user + system CPU time processes have used so far, together (Linux /proc); None
+    elsewhere. Time the host stole is not in it, so CPU per request compares runs that steal
+    slowed unequally."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+    return total
 
 
 def cpu_ms_each(before: float | None, after: float | None, count: int) -> float | None:
