@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 from standardwebhooks.webhooks import Webhook  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -100,25 +101,72 @@ def _cpu_times() -> list[int] | None:
     return [int(f) for f in fields] if len(fields) == 8 else None
 
 
-def cpu_seconds(*pids: int) -> float | None:
-    """The user + system CPU time processes have used so far, together (Linux /proc); None
-    elsewhere. Time the host stole is not in it, so CPU per request compares runs that steal
+def cpu_seconds(pid: int) -> float | None:
+    """The user + system CPU time a process has used so far (Linux /proc); None elsewhere or once
+    it has ended. Time the host stole is not in it, so CPU per request compares runs that steal
     slowed unequally."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return None
-    return total
-
-
-def cpu_ms_each(before: float | None, after: float | None, count: int) -> float | None:
-    """Milliseconds of CPU per request (or event) between two readings."""
-    if before is None or after is None or not count:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
         return None
-    return round((after - before) * 1000 / count, 3)
+
+
+def local_postgres_pids(database_url: str) -> Callable[[], list[int]] | None:
+    """The processes of the PostgreSQL server a run uses, when it runs on this machine (its
+    backends, WAL writer, autovacuum...): their CPU is part of what a request costs. None for
+    SQLite or a server on another host."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql" or url.host not in (None, "", "127.0.0.1", "localhost", "::1"):
+        return None
+
+    def pids() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    return pids
+
+
+class CpuMeter:
+    """The CPU time each part of the measured system spends between creation and ``ms_each``:
+    ``parts`` names a part (web, worker, PostgreSQL, Redis, the load generator...) and how to find
+    its processes now. A process that starts meanwhile counts from zero; one that ends meanwhile
+    is not counted. Adding the parts up gives what an event costs the whole machine, and so how
+    many cores a rate needs. Empty where there is no /proc."""
+
+    def __init__(self, parts: dict[str, Callable[[], list[int]]]) -> None:
+        self.parts = parts
+        self.start = self._read()
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        readings: dict[str, dict[int, float]] = {}
+        for name, pids in self.parts.items():
+            readings[name] = {pid: spent for pid in pids() if (spent := cpu_seconds(pid)) is not None}
+        return readings
+
+    def ms_each(self, count: int) -> dict[str, float]:
+        """Milliseconds of CPU per request (or event) of each part, and of all of them ("all")."""
+        if not count or not Path("/proc/self/stat").exists():
+            return {}
+        end = self._read()
+        spent = {name: sum(t - self.start[name].get(pid, 0.0) for pid, t in end[name].items()) for name in end}
+        each = {name: round(seconds * 1000 / count, 3) for name, seconds in spent.items()}
+        return {**each, "all": round(sum(spent.values()) * 1000 / count, 3)}
+
+
+def pids_of(*processes: subprocess.Popen[bytes] | int) -> Callable[[], list[int]]:
+    pids = [p if isinstance(p, int) else p.pid for p in processes]
+    return lambda: pids
+
+
+SERVER = "server"  # the process that answers the requests: adminlink web, or the bare handler
+LOAD_GENERATOR = "load generator"  # this benchmark process: it sends the requests and reads the answers
 
 
 def stolen_note(percent: float | None) -> str:
@@ -170,6 +218,12 @@ class Stack:
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         return self.spawn(sys.executable, "-m", "service.cli", "worker", name="worker")
+
+    def parts(self, web: str = SERVER) -> dict[str, Callable[[], list[int]]]:
+        """adminlink's web process (named ``web``) and what it uses, for a ``CpuMeter``."""
+        parts = {web: pids_of(self.named["web"]), "Redis": pids_of(self.named["redis"])}
+        postgres = local_postgres_pids(self.env["ADMINLINK_DATABASE_URL"])
+        return parts if postgres is None else {**parts, "PostgreSQL": postgres}
 
     def settings(self) -> Any:
         from service import config
@@ -271,7 +325,7 @@ class Run:
     seconds: float
     latencies: list[float]
     statuses: dict[int, int]
-    server_cpu_ms: float | None = None  # the server process's CPU per request
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per request of each part, and "all"
 
     @property
     def per_second(self) -> float:
@@ -284,13 +338,13 @@ class Run:
                 "p99_ms": round(percentile(self.latencies, 0.99) * 1000, 2),
                 "mean_ms": round(statistics.fmean(self.latencies) * 1000, 2),
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
-                "server_cpu_ms_per_request": self.server_cpu_ms}
+                "cpu_ms_per_request": self.cpu_ms}
 
 
 async def closed_loop(base_url: str, requests: list[Request], concurrency: int, name: str,
-                      server_pid: int | None = None) -> Run:
+                      parts: dict[str, Callable[[], list[int]]] | None = None) -> Run:
     """``concurrency`` clients, each sending its next request as soon as the last is answered;
-    with ``server_pid``, the server's CPU per request too."""
+    with ``parts``, the CPU per request of each (``CpuMeter``)."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     queue = iter(requests)
@@ -304,12 +358,12 @@ async def closed_loop(base_url: str, requests: list[Request], concurrency: int, 
                 latencies.append(time.perf_counter() - started)
                 statuses[response.status] = statuses.get(response.status, 0) + 1
 
-        cpu_before = cpu_seconds(server_pid) if server_pid else None
+        meter = CpuMeter(parts or {})
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-        server_cpu = cpu_ms_each(cpu_before, cpu_seconds(server_pid), len(requests)) if server_pid else None
-    return Run(name, len(requests), seconds, latencies, statuses, server_cpu)
+        cpu = meter.ms_each(len(requests)) if parts else {}
+    return Run(name, len(requests), seconds, latencies, statuses, cpu)
 
 
 def bare_app() -> web.Application:
@@ -346,11 +400,23 @@ def write_results(name: str, body: dict[str, Any], table: str) -> None:
 
 
 def table(title: str, rows: list[dict[str, Any]], notes: list[str]) -> str:
-    lines = [f"### {title}", "", "| run | requests/s | p50 ms | p99 ms | server CPU ms/request | statuses |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"### {title}", "", "| run | requests/s | p50 ms | p99 ms | server CPU ms/request | "
+             "all processes CPU ms/request | statuses |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['name']} | {r['per_second']} | {r['p50_ms']} | {r['p99_ms']} | "
-              f"{r['server_cpu_ms_per_request']} | {r['statuses']} |" for r in rows]
+              f"{r['cpu_ms_per_request'].get(SERVER, '-')} | {r['cpu_ms_per_request'].get('all', '-')} | "
+              f"{r['statuses']} |" for r in rows]
     return "\n".join(lines + [""] + notes)
+
+
+def cpu_note(cpu_ms: dict[str, float], what: str, rate: float, rate_is: str) -> str:
+    """Where a request's (or event's) CPU goes, and how many cores ``rate`` of them a second need
+    at that cost (``rate_is`` says what that rate is)."""
+    if "all" not in cpu_ms:
+        return "CPU per process: unknown (no /proc)"
+    parts = ", ".join(f"{name} {ms}" for name, ms in cpu_ms.items() if name != "all")
+    cores = cpu_ms["all"] * rate / 1000
+    return (f"adminlink's CPU per {what}, by process (ms): {parts}; all together {cpu_ms['all']} ms. "
+            f"At {rate:.0f}/s ({rate_is}) that is {cores:.2f} cores; this machine has {os.cpu_count()}")
 
 
 async def measure(args: argparse.Namespace, stack: Stack, bare_port: int) -> dict[str, Any]:
@@ -360,12 +426,13 @@ async def measure(args: argparse.Namespace, stack: Stack, bare_port: int) -> dic
     await closed_loop(bare_url, signed_requests(target, args.warmup), args.concurrency, "warm-up")
     await closed_loop(ours_url, signed_requests(target, args.warmup), args.concurrency, "warm-up")
     runs: list[Run] = []
+    generator = {LOAD_GENERATOR: pids_of(os.getpid())}
     stolen = StolenCpu()
     for _ in range(args.rounds):
         runs.append(await closed_loop(bare_url, signed_requests(target, args.requests), args.concurrency,
-                                      "bare aiohttp 202", stack.named["bare"].pid))
+                                      "bare aiohttp 202", {SERVER: pids_of(stack.named["bare"]), **generator}))
         runs.append(await closed_loop(ours_url, signed_requests(target, args.requests), args.concurrency,
-                                      "adminlink receiver", stack.named["web"].pid))
+                                      "adminlink receiver", {**stack.parts(), **generator}))
     best: dict[str, Run] = {}
     for run in runs:
         if run.name not in best or run.per_second > best[run.name].per_second:
@@ -438,7 +505,9 @@ def main() -> None:
              f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Python "
              f"{result['machine']['python']}; database {result['database']}; {args.concurrency} concurrent "
              f"clients, best of {args.rounds} rounds of {args.requests} requests; {result['at']}",
-             stolen_note(result["cpu_stolen_percent"])]
+             stolen_note(result["cpu_stolen_percent"]),
+             cpu_note(best["ours"]["cpu_ms_per_request"], "request", best["bare"]["per_second"] / 2,
+                      "the goal: half the bare handler's rate")]
     write_results("webhook_ingest", result, table("Webhook ingest", [best["bare"], best["ours"]], notes))
 
 
