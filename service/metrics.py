@@ -83,15 +83,26 @@ def observe(request: web.Request, status: int, response: web.StreamResponse | No
     route = route_of(request)
     HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
     HTTP_LATENCY.labels(request.method, route).observe(seconds)
-    if request.method == "POST" and route.startswith("/auth/") and _is_signin(route):
-        portal = "admin" if ("/admin/" in route or "admin-portal" in route) else "user"
-        SIGNIN_ATTEMPTS.labels(portal, route.rstrip("/").rsplit("/", 1)[-1], _result(status, response)).inc()
+    signin = SIGNIN_ROUTES.get((request.method, route))
+    if signin is not None:
+        SIGNIN_ATTEMPTS.labels(*signin, _result(status, response)).inc()
     elif route.startswith("/webhooks/") and _is_signature_failure(status, response):
         WEBHOOK_SIGNATURE_FAILURES.labels(route.split("/")[2], _error_code(response) or str(status)).inc()
 
 
-def _is_signin(route: str) -> bool:
-    return "login" in route or "launch-admin-portal" in route
+def _signin_routes() -> dict[tuple[str, str], tuple[str, str]]:
+    """Every request that tries to sign in, by method and route: (portal, step). Step-up from the
+    user portal (launch-admin-portal) signs in to the admin portal; Duo's callback completes a
+    sign-in of either portal."""
+    steps = {"": None, "/mfa/start": "start", "/mfa": "mfa"}
+    routes = {("POST", prefix + suffix): (portal, step or prefix.rsplit("/", 1)[-1])
+              for prefix, portal in (("/auth/admin/login", "admin"), ("/auth/user/login", "user"),
+                                     ("/auth/user/launch-admin-portal", "admin"))
+              for suffix, step in steps.items()}
+    return {**routes, ("POST", "/auth/user/go"): ("user", "go"), ("GET", "/auth/duo/callback"): ("any", "duo")}
+
+
+SIGNIN_ROUTES = _signin_routes()
 
 
 def _is_signature_failure(status: int, response: web.StreamResponse | None) -> bool:
@@ -106,6 +117,8 @@ def _is_signature_failure(status: int, response: web.StreamResponse | None) -> b
 
 
 def _result(status: int, response: web.StreamResponse | None) -> str:
+    if status == 202:  # a push or Duo factor still waiting for the person's answer
+        return "pending"
     if status < 400:
         return "ok"
     return _error_code(response) or str(status)

@@ -115,6 +115,8 @@ async def test_sign_in_attempts_and_webhook_signature_failures_are_counted(aioht
     async def login(request: web.Request) -> web.Response:
         if request.query.get("ok"):
             return web.json_response({"challenge_id": "c"})
+        if request.query.get("push"):
+            return web.json_response({"status": "pending", "push_id": "p"}, status=202)
         return web.json_response({"error": {"code": "invalid_credentials", "message": "no"}}, status=401)
 
     async def webhook(request: web.Request) -> web.Response:
@@ -122,9 +124,20 @@ async def test_sign_in_attempts_and_webhook_signature_failures_are_counted(aioht
 
     app = web.Application(middlewares=[request_log_middleware, metrics.metrics_middleware])
     app.router.add_post("/auth/admin/login", login)
+    app.router.add_post("/auth/user/login/mfa", login)
+    app.router.add_post("/auth/user/go", login)
+    app.router.add_get("/auth/duo/callback", login)
+    app.router.add_post("/auth/user/go/options", login)  # a challenge for Go, not an attempt
     app.router.add_post("/webhooks/hr/{integration_id}", webhook)
     client = await aiohttp_client(app)
     value = metrics.REGISTRY.get_sample_value
+
+    def attempts(portal: str, step: str, result: str) -> float:
+        return value("adminlink_signin_attempts_total", {"portal": portal, "step": step, "result": result}) or 0
+
+    others = [("user", "mfa", "pending"), ("user", "go", "invalid_credentials"), ("any", "duo", "invalid_credentials")]
+    before = [attempts(*labels) for labels in others]
+    options_before = attempts("user", "options", "invalid_credentials")
     before_fail = value("adminlink_signin_attempts_total",
                         {"portal": "admin", "step": "login", "result": "invalid_credentials"}) or 0
     before_ok = value("adminlink_signin_attempts_total", {"portal": "admin", "step": "login", "result": "ok"}) or 0
@@ -134,6 +147,12 @@ async def test_sign_in_attempts_and_webhook_signature_failures_are_counted(aioht
     await client.post("/auth/admin/login")
     await client.post("/auth/admin/login?ok=1")
     await client.post("/webhooks/hr/abc")
+    await client.post("/auth/user/login/mfa?push=1")
+    await client.post("/auth/user/go")
+    await client.get("/auth/duo/callback")
+    await client.post("/auth/user/go/options")
+    assert [attempts(*labels) for labels in others] == [n + 1 for n in before]
+    assert attempts("user", "options", "invalid_credentials") == options_before == 0
     assert value("adminlink_signin_attempts_total",
                  {"portal": "admin", "step": "login", "result": "invalid_credentials"}) == before_fail + 2
     assert value("adminlink_signin_attempts_total", {"portal": "admin", "step": "login", "result": "ok"}) \
