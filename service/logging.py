@@ -39,6 +39,10 @@ SECRET_TEXT_PATTERNS = [
     (re.compile(r"(?i)((?:pass(?:word)?|secret|token|api[_-]?key)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&]+"),
      r"\1" + REDACTED),
     (re.compile(r"(?i)(://[^:/@\s]+:)[^@/\s]+@"), r"\1" + REDACTED + "@"),  # URL credentials
+    (re.compile(r"\bscim_[A-Za-z0-9_-]{32,}"), "scim_" + REDACTED),  # SCIM bearer tokens
+    (re.compile(r"\b(adminlink_(?:user_)?session=)[^\s;,'\"]+"), r"\1" + REDACTED),  # portal session cookies
+    # A raw header line, as aiohttp's parser quotes one it refuses: the rest of the line goes.
+    (re.compile(r"(?i)\b((?:set-)?cookie|(?:proxy-)?authorization)(\s*:\s*)[^\r\n]+"), r"\1\2" + REDACTED),
 ]
 
 

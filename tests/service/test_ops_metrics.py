@@ -22,7 +22,7 @@ from service.adapters import orm
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import Role
-from service.logging import JsonFormatter, redact, request_log_middleware
+from service.logging import JsonFormatter, redact, redact_text, request_log_middleware
 from tests.conftest import Api, Org, suite_settings
 from tests.service.ops_support import Worker, tidy  # noqa: F401 (tidy: an autouse fixture)
 
@@ -200,3 +200,15 @@ def test_redaction_of_secrets_in_data_and_text() -> None:
                                     "levelname": "INFO", "name": "t", "token": "t0k3n"})
     entry = json.loads(JsonFormatter().format(record))
     assert entry["msg"] == "key alk_[redacted] password=[redacted]" and entry["token"] == "[redacted]"
+
+
+def test_header_lines_that_the_http_parser_quotes_are_redacted() -> None:
+    """aiohttp logs a request line it refuses with its raw bytes: a cookie jar with one bad byte
+    must not put the session beside it in the log."""
+    token, scim = "RD0-kOD6M2-pm3jo4kVWGcHILfcg8Y33P3wu2hc91eQ", "scim_" + "Q" * 43
+    quoted = f"Invalid header value char:\n\n    b'Cookie: adminlink_session={token}; other=\\x01'\n       ^"
+    assert token not in redact_text(quoted) and "Cookie: [redacted]" in redact_text(quoted)
+    assert redact_text(f"b'Authorization: {scim}\\x7f'") == "b'Authorization: [redacted]"
+    assert redact_text(f"x-scim: {scim}") == "x-scim: scim_[redacted]"
+    assert redact_text(f"seen adminlink_user_session={token}; next") == "seen adminlink_user_session=[redacted]; next"
+    assert redact_text("a scim_deleted_at column") == "a scim_deleted_at column"
