@@ -12,7 +12,7 @@ import asyncio
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
@@ -59,22 +59,40 @@ def add_commands(sub: Any) -> None:
     query.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     query.add_argument("--output", help="a file to write (default: standard output)")
     query.add_argument("--page-size", type=int, default=1000)
-    query.add_argument("--max", type=int, help="stop after this many events")
+    query.add_argument("--max", type=at_least_one, help="stop after this many events")
+
+
+def at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def run(args: argparse.Namespace, settings: config.Settings) -> int:
-    if args.command == "insights" and args.output:
-        with open(args.output, "w", newline="") as out:
-            return asyncio.run(_run(args, settings, out))
-    return asyncio.run(_run(args, settings, sys.stdout))
+    if args.command == "jobs":
+        return asyncio.run(_with_services(settings, lambda services: JOB_COMMANDS[args.jobs_command](services, args)))
+    # A refused query touches no file.
+    query = insights_query.parse(args.org, query_body(args), now())
+    if not args.output:
+        return _export(settings, args, query, sys.stdout)
+    try:
+        out = open(args.output, "w", newline="")
+    except OSError as exc:
+        raise InvalidRequest("invalid_output", f"cannot write {args.output}: {exc.strerror}") from exc
+    with out:
+        return _export(settings, args, query, out)
 
 
-async def _run(args: argparse.Namespace, settings: config.Settings, out: TextIO) -> int:
+def _export(settings: config.Settings, args: argparse.Namespace, query: insights_query.EventQuery,
+            out: TextIO) -> int:
+    return asyncio.run(_with_services(settings, lambda services: insights_export(services, args, query, out)))
+
+
+async def _with_services(settings: config.Settings, command: Callable[[Services], Awaitable[int]]) -> int:
     services = await build(settings)
     try:
-        if args.command == "insights":
-            return await insights_export(services, args, out)
-        return await JOB_COMMANDS[args.jobs_command](services, args)
+        return await command(services)
     finally:
         await services.close()
 
@@ -221,9 +239,8 @@ class Writer:
             self.csv.writerow([cell(event, c) for c in self.columns])
 
 
-async def insights_export(services: Services, args: argparse.Namespace, out: TextIO) -> int:
-    body = query_body(args)
-    query = insights_query.parse(args.org, body, now())
+async def insights_export(services: Services, args: argparse.Namespace, query: insights_query.EventQuery,
+                          out: TextIO) -> int:
     columns = args.fields.split(",") if args.fields else CSV_COLUMNS
     written = 0
     writer = Writer(out, args.format, [c.strip() for c in columns if c.strip()])

@@ -142,3 +142,18 @@ async def test_insights_query_exports_every_page(services: Services, org: Org, t
 
     with pytest.raises(DomainError, match="start_time"):
         await in_process(services.settings, "insights", "query", "--org", org.id, "--start-time", "soon")
+
+
+async def test_a_refused_export_leaves_the_output_file_alone(services: Services, org: Org, tmp_path: Path) -> None:
+    kept = tmp_path / "kept.csv"
+    kept.write_text("precious")
+    base = ["insights", "query", "--org", org.id, "--start-time", "2000-01-01T00:00:00Z"]
+    with pytest.raises(DomainError, match="start_time"):
+        await in_process(services.settings, *base[:-1], "soon", "--output", str(kept))
+    assert kept.read_text() == "precious"
+    with pytest.raises(DomainError) as refused:
+        await in_process(services.settings, *base, "--output", str(tmp_path / "no" / "such" / "dir.csv"))
+    assert refused.value.code == "invalid_output"
+    for bad in ("0", "-3"):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args([*base, "--max", bad])
