@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -114,6 +115,8 @@ def as_values(name: str, value: Any) -> list[Scalar]:
             raise invalid("invalid_search_term", f"{name}: values must be strings, numbers, booleans or null")
         if isinstance(v, str) and len(v) > 1000:
             raise invalid("invalid_search_term", f"{name}: values are at most 1000 characters")
+        if isinstance(v, str) and "\x00" in v:
+            raise invalid("invalid_search_term", f"{name}: values must not contain NUL characters")
     return values
 
 
@@ -141,9 +144,21 @@ def text_of(value: Scalar) -> str:
 
 
 def column_term(column: sa.Column[Any], values: list[Any]) -> ColumnElement[bool]:
-    # IS NOT NULL keeps the term two-valued, so that "not" also matches events lacking the field.
-    match = column == values[0] if len(values) == 1 else column.in_(values)
-    return sa.and_(column.is_not(None), match) if column.nullable else match
+    """``values`` of a column; None among them matches events lacking the field."""
+    present = list(dict.fromkeys(v for v in values if v is not None))
+    clauses: list[ColumnElement[bool]] = []
+    if present:
+        match = column == present[0] if len(present) == 1 else column.in_(present)
+        # IS NOT NULL keeps the term two-valued, so that "not" also matches events lacking the field.
+        clauses.append(sa.and_(column.is_not(None), match) if column.nullable else match)
+    if len(present) < len(values):
+        clauses.append(column.is_(None))
+    return sa.or_(*clauses)
+
+
+def each(name: str, values: list[Scalar], convert: Callable[[str, Scalar], Any]) -> list[Any]:
+    """``values`` converted for a column, None (a missing field) kept as it is."""
+    return [None if v is None else convert(name, v) for v in values]
 
 
 def body_term(path: tuple[str, ...], values: list[Scalar]) -> ColumnElement[bool]:
@@ -161,17 +176,17 @@ def body_term(path: tuple[str, ...], values: list[Scalar]) -> ColumnElement[bool
 def field_term(name: str, value: Any) -> ColumnElement[bool]:
     values = as_values(name, value)
     if name == "event_type":
-        return column_term(events.c.event_type, [as_lower_string(name, v) for v in values])
+        return column_term(events.c.event_type, each(name, values, as_lower_string))
     if name == "service":
-        return column_term(events.c.service, [as_lower_string(name, v) for v in values])
+        return column_term(events.c.service, each(name, values, as_lower_string))
     if name == "id":
-        return column_term(events.c.id, [str(v) for v in values])
+        return column_term(events.c.id, each(name, values, lambda _, v: str(v)))
     if name == "success":
-        return column_term(events.c.success, sorted({as_bool(name, v) for v in values}))
+        return column_term(events.c.success, each(name, values, as_bool))
     if name == "initiated_by.administrator":
-        return column_term(events.c.initiated_by_administrator, sorted({as_bool(name, v) for v in values}))
+        return column_term(events.c.initiated_by_administrator, each(name, values, as_bool))
     if name == "target_resource.type":
-        return column_term(events.c.target_resource_type, [as_lower_string(name, v) for v in values])
+        return column_term(events.c.target_resource_type, each(name, values, as_lower_string))
     if name in ("timestamp", "organization"):
         raise invalid("invalid_search_term", f"search on {name} with start_time / end_time and your API key")
     return body_term(parse_path(name), values)
@@ -260,7 +275,7 @@ def parse_search_after(value: Any) -> tuple[datetime, str] | None:
     if not isinstance(value, list) or len(value) != 2 or isinstance(value[0], bool | dict | list):
         raise invalid("invalid_search_after", "search_after is the X-Search_after header's list: [time, id]")
     event_id = value[1]
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= 64:
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 64 or "\x00" in event_id:
         raise invalid("invalid_search_after", "search_after's second item is an event id")
     return from_epoch_ms(value[0]), event_id
 
@@ -268,7 +283,7 @@ def parse_search_after(value: Any) -> tuple[datetime, str] | None:
 def parse_services(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(s, str) for s in value):
         raise invalid("invalid_service", f"service is a list of service names: {', '.join(SERVICES)}")
-    services = tuple(s.lower() for s in value)
+    services = tuple(dict.fromkeys(s.lower() for s in value))  # at most one of each: a bounded query
     unknown = [s for s in services if s not in SERVICES]
     if unknown:
         raise invalid("invalid_service", f"unknown service {unknown[0][:40]!r}; known: {', '.join(SERVICES)}")
@@ -434,14 +449,22 @@ def distinct_expression(name: str) -> ColumnElement[Any]:
     return json_text(parse_path(name))
 
 
-async def distinct(session: AsyncSession, query: EventQuery, name: Any) -> list[dict[str, Any]]:
-    """Each value of the field among matching events, with how many events have it, most first."""
+async def distinct(session: AsyncSession, query: EventQuery, name: Any) -> dict[str, Any]:
+    """Each value of the field among matching events, with how many events have it, most first,
+    in JumpCloud's (Elasticsearch's) shape: beyond MAX_DISTINCT values, ``sum_other_doc_count``
+    says how many matching events the buckets leave out. Counts are exact."""
     if not isinstance(name, str) or not name:
         raise invalid("missing_field", "field is required: the field whose distinct values to list")
     value = distinct_expression(name)
+    matching = (*where(query), value.is_not(None))
     hits = sa.func.count().label("hits")
-    rows = await session.execute(
-        sa.select(value.label("key"), hits).where(*where(query), value.is_not(None))
-        .group_by(value).order_by(hits.desc(), value).limit(MAX_DISTINCT)
-    )
-    return [{"key": r.key, "doc_count": int(r.hits)} for r in rows]
+    rows = list(await session.execute(
+        sa.select(value.label("key"), hits).where(*matching).group_by(value).order_by(hits.desc(), value)
+        .limit(MAX_DISTINCT)
+    ))
+    buckets = [{"key": r.key, "doc_count": int(r.hits)} for r in rows]
+    others = 0
+    if len(rows) == MAX_DISTINCT:  # maybe cut short: count what the buckets leave out
+        total = await session.scalar(sa.select(sa.func.count()).select_from(events).where(*matching))
+        others = int(total or 0) - sum(b["doc_count"] for b in buckets)
+    return {"buckets": buckets, "doc_count_error_upper_bound": 0, "sum_other_doc_count": others}

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.api.inputs import has_nul
+
 HR_TYPES = frozenset({
     "employee.terminated", "employee.suspended", "employee.leave_started", "employee.returned",
     "employee.email_changed",
@@ -73,6 +75,8 @@ class Delivery:
 def parse(provider: str, kind: str, body: bytes) -> Delivery:
     """The events of one delivery, in the generic schema, checked against the integration's kind."""
     document = _json(body)
+    if b"\\u0000" in body and has_nul(document):  # JSON carries a NUL only as that escape
+        raise invalid("strings must not contain NUL characters")
     adapter = ADAPTERS.get(provider, generic)
     delivery = adapter(document)
     for event in delivery.events:

@@ -26,7 +26,21 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise bad_request("invalid_json", "request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise bad_request("invalid_json", "request body must be a JSON object")
+    if has_nul(data):
+        raise bad_request("invalid_json", "strings in the request body must not contain NUL characters")
     return data
+
+
+def has_nul(value: Any) -> bool:
+    """Whether a JSON document holds a NUL character anywhere: PostgreSQL text cannot store one,
+    and no identity, email or query needs one."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False
 
 
 def string(data: dict[str, Any], name: str, *, required: bool = False, max_length: int = 320) -> str | None:

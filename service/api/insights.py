@@ -66,5 +66,4 @@ async def count(request: web.Request) -> web.Response:
 async def distinct(request: web.Request) -> web.Response:
     _, query, body = await parsed(request)
     async with services_of(request).session_factory() as session:
-        buckets = await insights_query.distinct(session, query, body.get("field"))
-    return web.json_response({"buckets": buckets})
+        return web.json_response(await insights_query.distinct(session, query, body.get("field")))

@@ -20,6 +20,20 @@ async def test_deeply_nested_json_is_a_400(api: Api, client: TestClient) -> None
     assert response.status == 400 and (await response.json())["scimType"] == "invalidSyntax"
 
 
+async def test_nul_characters_are_a_400_and_change_nothing(api: Api, client: TestClient) -> None:
+    """PostgreSQL text cannot hold NUL: refused on reading, never a database error."""
+    before = await api.get("/api/v1/users")
+    for body in ({"email": "nul\x00@acme.test", "username": "nul", "password": "a long user password"},
+                 {"email": "nul@acme.test", "username": "nul", "password": "a long user password", "x\x00": 1}):
+        status, answer = await api.post("/api/v1/users", body)
+        assert (status, answer["error"]["code"]) == (400, "invalid_json"), answer
+    search = {"and": {"resource.email": "\x00"}}
+    status, answer = await api.post("/insights/directory/v1/events",
+                                    {"service": ["all"], "start_time": "2020-01-01T00:00:00Z", "search_term": search})
+    assert (status, answer["error"]["code"]) == (400, "invalid_json")
+    assert await api.get("/api/v1/users") == before
+
+
 async def test_out_of_range_times_are_a_400(api: Api, org: Org) -> None:
     body = {"service": ["all"], "start_time": "0001-01-01T00:00:00+01:00"}
     status, answer = await api.post("/insights/directory/v1/events", body)

@@ -8,13 +8,15 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
-from service import insights
+from service import insights, insights_query
 from service.adapters import orm
 from service.bootstrap import Services
 from service.domain.commands import Actor
+from service.domain.errors import InvalidRequest
 from service.domain.events import Recorded, Resource
 from service.domain.model import Role, new_id, now
 from tests.conftest import Org, bootstrap_org
@@ -145,7 +147,8 @@ async def test_or_not_value_lists_and_dot_paths(client: TestClient, services: Se
     assert await types({"and": [{"resource.missing": None}, {"event_type": "admin_update"}]}) == ["admin_update"]
 
 
-async def test_count_distinct_and_fields(client: TestClient, services: Services, org: Org) -> None:
+async def test_count_distinct_and_fields(client: TestClient, services: Services, org: Org,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     admin, user = admin_actor(org), user_actor(org)
     await write(services, admin, *[login("admin_login_attempt", "admin_portal") for _ in range(3)],
                 Recorded("user_update", Resource("user", "x")))
@@ -155,17 +158,54 @@ async def test_count_distinct_and_fields(client: TestClient, services: Services,
     assert (status, counted) == (200, {"count": 3})
     status, counted, _ = await query(client, org, base, EVENTS + "/count")
     assert counted == {"count": 7}  # and the organization's first admin_create
+    exact = {"doc_count_error_upper_bound": 0, "sum_other_doc_count": 0}
     status, buckets, _ = await query(client, org, {**base, "field": "event_type"}, EVENTS + "/distinct")
     assert buckets == {"buckets": [{"key": "admin_login_attempt", "doc_count": 3},
                                    {"key": "user_login_attempt", "doc_count": 2},
                                    {"key": "admin_create", "doc_count": 1},
-                                   {"key": "user_update", "doc_count": 1}]}
+                                   {"key": "user_update", "doc_count": 1}], **exact}
     status, buckets, _ = await query(client, org, {**base, "field": "initiated_by.type"}, EVENTS + "/distinct")
     assert buckets == {"buckets": [{"key": "admin", "doc_count": 4}, {"key": "user", "doc_count": 2},
-                                   {"key": "system", "doc_count": 1}]}
+                                   {"key": "system", "doc_count": 1}], **exact}
+    monkeypatch.setattr(insights_query, "MAX_DISTINCT", 2)  # as with more values than buckets
+    status, buckets, _ = await query(client, org, {**base, "field": "event_type"}, EVENTS + "/distinct")
+    assert buckets == {"buckets": [{"key": "admin_login_attempt", "doc_count": 3},
+                                   {"key": "user_login_attempt", "doc_count": 2}],
+                       "doc_count_error_upper_bound": 0, "sum_other_doc_count": 2}
     status, body, _ = await query(client, org, {**base, "fields": ["event_type", "initiated_by.email"],
                                                 "search_term": {"and": [{"event_type": "user_update"}]}})
     assert body == [{"event_type": "user_update", "initiated_by": {"email": "ops@acme.test"}}]
+
+
+async def test_null_matches_a_missing_field_of_the_indexed_ones_too(client: TestClient, services: Services,
+                                                                     org: Org) -> None:
+    await write(services, admin_actor(org), login("admin_login_attempt", "admin_portal"),
+                Recorded("user_update", Resource("user", "x")))
+    base = {"service": ["all"], "start_time": LONG_AGO}
+    missing = {**base, "search_term": {"and": {"target_resource.type": None}}}
+    _, everything, _ = await query(client, org, base, EVENTS + "/count")
+    status, counted, _ = await query(client, org, missing, EVENTS + "/count")
+    assert (status, counted) == (200, {"count": everything["count"] - 1})
+    either = {**base, "search_term": {"and": {"target_resource.type": [None, "admin_portal"]}}}
+    assert (await query(client, org, either, EVENTS + "/count"))[1] == everything
+    status, _, _ = await query(client, org, {**base, "search_term": {"and": {"initiated_by.administrator": None}}})
+    assert status == 200
+
+
+async def test_a_long_service_list_is_one_of_each(client: TestClient, org: Org) -> None:
+    """Duplicates are dropped before the query: it binds a handful of values, whatever was sent."""
+    status, counted, _ = await query(client, org, {"service": ["directory"] * 40_000 + ["all"],
+                                                   "start_time": LONG_AGO}, EVENTS + "/count")
+    assert status == 200 and counted["count"] >= 1
+
+
+def test_nul_characters_are_refused_where_the_cli_passes_them_too() -> None:
+    base = {"service": ["all"], "start_time": LONG_AGO}
+    for body, code in (({**base, "search_term": {"and": {"resource.email": "a\x00"}}}, "invalid_search_term"),
+                       ({**base, "search_after": [1, "a\x00"]}, "invalid_search_after")):
+        with pytest.raises(InvalidRequest) as refused:
+            insights_query.parse("org", body, now())
+        assert refused.value.code == code
 
 
 async def test_bad_queries_answer_400_with_a_code(client: TestClient, org: Org) -> None:

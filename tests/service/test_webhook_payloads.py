@@ -46,6 +46,9 @@ async def test_unknown_types_subjects_and_bad_bodies_are_4xx(api: Api, services:
         (directory, event("admin_role.assigned", email=user["email"], data={"role": "Emperor"}), 422,
          "invalid_payload"),
         (hr, [1, 2], 422, "invalid_payload"),
+        (hr, event("employee.terminated", email=user["email"] + "\x00"), 422, "invalid_payload"),
+        (hr, event("employee.email_changed", email=user["email"], data={"email": "new\x00@acme.test"}), 422,
+         "invalid_payload"),
     ]
     for receiver, payload, status, code in cases:
         got_status, got, _ = await receiver.send(payload)

@@ -20,6 +20,7 @@ from scim2_models import SCIMException
 from service.adapters import orm
 from service.adapters.crypto import token_hash
 from service.api.context import services_of
+from service.api.inputs import has_nul
 from service.domain.commands import Actor, Command
 from service.domain.errors import DomainError
 from service.provisioning import VersionMismatch
@@ -110,16 +111,6 @@ def resource_id(request: web.Request) -> str:
     return value
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 async def json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ScimError(413, "the request body is larger than 1 MiB")
@@ -133,7 +124,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise ScimError(400, "the request body is not valid JSON", "invalidSyntax") from exc
     if not isinstance(data, dict):
         raise ScimError(400, "the request body must be a JSON object", "invalidSyntax")
-    if _has_nul(data):
+    if has_nul(data):
         raise ScimError(400, "strings must not contain NUL characters", "invalidValue")
     return data
 
