@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import csv
 import json
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -100,8 +101,12 @@ async def _with_services(settings: config.Settings, command: Callable[[Services]
 # --- tables ------------------------------------------------------------------------------------
 
 
+def shown(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[("–" if v is None else str(v)) for v in row] for row in rows]
+    cells = [[shown(v) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     rule = "  ".join("-" * w for w in widths)
@@ -129,9 +134,16 @@ async def jobs_list(services: Services, args: argparse.Namespace) -> int:
                  [(j["id"], j["function"], j["status"], j["tries"], short_time(j["created"]),
                    short_time(j["finished"])) for j in jobs])
     if next_cursor:
-        text += f"\n\nmore: adminlink jobs list --cursor {next_cursor}"
+        text += f"\n\nmore: adminlink jobs list {next_page_arguments(args, next_cursor)}"
     emit(args, {"results": jobs, "next_cursor": next_cursor}, text)
     return 0
+
+
+def next_page_arguments(args: argparse.Namespace, cursor: str) -> str:
+    """The same filters and the next page's cursor, quoted for a shell."""
+    given = {"--status": args.status, "--function": args.function, "--since": args.since,
+             "--limit": str(args.limit), "--org": args.org, "--cursor": cursor}
+    return " ".join(f"{flag} {shlex.quote(value)}" for flag, value in given.items() if value)
 
 
 async def jobs_show(services: Services, args: argparse.Namespace) -> int:
@@ -166,7 +178,7 @@ def embedded_note(services: Services) -> str:
 
 async def jobs_retry(services: Services, args: argparse.Namespace) -> int:
     actor = ops.system_actor(await _job_org(services, args), "adminlink jobs retry")
-    done = await ops.retry_job(services, actor, args.job_id)
+    done = await ops.retry_job(services, actor, args.job_id, reaches_workers=not services.settings.embedded_redis)
     handed = "enqueued" if done["enqueued"] else "the reconciler will enqueue it"
     emit(args, done, f"job {done['job_id']} retried: {done['status']}, {handed}" + embedded_note(services))
     return 0
@@ -174,7 +186,7 @@ async def jobs_retry(services: Services, args: argparse.Namespace) -> int:
 
 async def jobs_abort(services: Services, args: argparse.Namespace) -> int:
     actor = ops.system_actor(await _job_org(services, args), "adminlink jobs abort")
-    done = await ops.abort_job(services, actor, args.job_id)
+    done = await ops.abort_job(services, actor, args.job_id, reaches_workers=not services.settings.embedded_redis)
     emit(args, done, f"job {done['job_id']} aborted (was {done['was']}; arq: {done['arq']})")
     return 0
 
@@ -186,7 +198,7 @@ async def jobs_stats(services: Services, args: argparse.Namespace) -> int:
         ("QUEUE", "QUEUED", "RUNNING", "DEFERRED", "FAILED", "DEAD", "OLDEST(s)", "DONE 1m/5m/15m", "WAIT p50/p99(s)"),
         [(q["queue"], q["queued"], q["in_progress"], q["deferred"], q["failed"], q["dead"],
           q["oldest_queued_age_seconds"], "/".join(str(q["completed"][w]) for w in ops.WINDOWS),
-          f"{q['time_in_queue_seconds']['p50']}/{q['time_in_queue_seconds']['p99']}") for q in stats],
+          "/".join(shown(q["time_in_queue_seconds"][p]) for p in ("p50", "p99"))) for q in stats],
     )
     emit(args, {"queues": stats}, text if stats else "no jobs")
     return 0

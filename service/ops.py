@@ -25,9 +25,10 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -40,7 +41,7 @@ from service.adapters.unit_of_work import UnitOfWork
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
-from service.domain.model import Role, as_utc, aware, now
+from service.domain.model import Role, aware, now
 from service.handlers import authorize
 from service.logging import redact, redact_text
 from service.policy import Action
@@ -58,6 +59,7 @@ ABORTABLE = ("queued", "failed", "in_progress")
 WINDOWS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15)}
 WAIT_SAMPLE = 5000
 MAX_PAGE = 500
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")  # adminlink's ids (hex); anything else names no job
 # Jobs always belong to an organization today; a row without one is recorded under this id.
 SYSTEM_ORGANIZATION = "system"
 
@@ -85,7 +87,8 @@ def seconds_between(start: datetime | None, end: datetime | None) -> float | Non
 
 
 def ready_at(row: Any) -> datetime:
-    """When a job could first run: its creation, or the moment it was deferred to."""
+    """When the job's latest try could run: its creation, or the moment its backoff or a retry
+    made it ready (``defer_until``)."""
     created = aware(row.created_at)
     deferred = aware(row.defer_until)
     assert created is not None
@@ -179,18 +182,17 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
-        moment = aware(datetime.fromisoformat(created))
-        assert moment is not None and isinstance(job_id, str)
-        return moment, job_id
-    except (ValueError, TypeError, AssertionError, binascii.Error) as exc:
+        assert isinstance(created, str) and isinstance(job_id, str) and JOB_ID.fullmatch(job_id)
+        return utc_moment(created), job_id
+    except (ValueError, TypeError, OverflowError, AssertionError, binascii.Error) as exc:
         raise InvalidRequest("invalid_cursor", "cursor is not one this API handed out") from exc
 
 
 def validate_query(query: JobQuery) -> None:
     if query.status is not None and query.status not in STATUSES:
         raise InvalidRequest("invalid_query", f"status must be one of: {', '.join(STATUSES)}")
-    if query.function is not None and not (0 < len(query.function) <= 100):
-        raise InvalidRequest("invalid_query", "function must be 1 to 100 characters")
+    if query.function is not None and not (0 < len(query.function) <= 100 and query.function.isprintable()):
+        raise InvalidRequest("invalid_query", "function must be 1 to 100 printable characters")
     if not 1 <= query.limit <= MAX_PAGE:
         raise InvalidRequest("invalid_query", f"limit must be between 1 and {MAX_PAGE}")
 
@@ -216,7 +218,7 @@ async def list_jobs(session: AsyncSession, org_id: str | None, query: JobQuery) 
 
 
 async def load_job(session: AsyncSession, org_id: str | None, job_id: str) -> Any:
-    if not job_id or len(job_id) > 32:
+    if not JOB_ID.fullmatch(job_id):
         raise NotFound("job_not_found", "no such job")
     row = (await session.execute(sa.select(jobs).where(*_scoped(org_id), jobs.c.id == job_id))).one_or_none()
     if row is None:
@@ -229,9 +231,17 @@ def parse_since(raw: str | None, name: str = "since") -> datetime | None:
     if not raw:
         return None
     try:
-        return as_utc(datetime.fromisoformat(raw.replace("Z", "+00:00")))
-    except ValueError as exc:
-        raise InvalidRequest("invalid_query", f"{name} must be an ISO 8601 date-time") from exc
+        return utc_moment(raw.replace("Z", "+00:00"))
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest("invalid_query", f"{name} must be an ISO 8601 date-time between the years 1 and "
+                                              "9999 in UTC") from exc
+
+
+def utc_moment(text: str) -> datetime:
+    """An ISO 8601 date-time as UTC (without a zone, it is UTC): SQLite compares the stored text,
+    so an offset must be converted, not kept. OverflowError when UTC leaves the years 1-9999."""
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def job_summary(row: Any) -> dict[str, Any]:
@@ -306,17 +316,29 @@ async def _move(uow: UnitOfWork, row: Any, **values: Any) -> None:
         raise Conflict("job_changed", "the job changed meanwhile; look at it again")
 
 
+async def load_operable_job(uow: UnitOfWork, job_id: str, event_type: str) -> Any:
+    """The job, once the actor may operate jobs: a role that may not is refused (and recorded)
+    whether or not the job exists, so it learns nothing of which jobs do."""
+    try:
+        row = await load_job(uow.session, uow.actor.organization_id, job_id)
+    except NotFound:
+        authorize(uow, Action.OPERATE_JOBS, False, Recorded(event_type, Resource("job", job_id[:32]), success=False))
+        raise
+    authorize(uow, Action.OPERATE_JOBS, False, job_record(event_type, row, success=False))
+    return row
+
+
 async def retry(cmd: RetryJob, uow: UnitOfWork) -> Transition:
-    row = await load_job(uow.session, uow.actor.organization_id, cmd.job_id)
-    authorize(uow, Action.OPERATE_JOBS, False, job_record("job_retry", row, success=False))
+    row = await load_operable_job(uow, cmd.job_id, "job_retry")
     if row.status not in RETRYABLE:
         raise Conflict("job_not_retryable", f"only failed or dead jobs can be retried; this one is {row.status}")
+    # Ready from now: its time in the queue counts from the retry, not from its creation.
     if row.status == "dead":  # a fresh start: a full set of tries
         await _move(uow, row, status="queued", tries=0, started_at=None, finished_at=None, result=None,
-                    enqueued_at=now())
+                    enqueued_at=now(), defer_until=now())
         changes: tuple[Change, ...] = (Change("status", "dead", "queued"), Change("tries", row.tries, 0))
     else:  # failed: its next try, now rather than after the backoff
-        await _move(uow, row, enqueued_at=now())
+        await _move(uow, row, enqueued_at=now(), defer_until=now())
         changes = (Change("status", "failed", "failed"),)
     uow.collect(job_record("job_retry", row, changes))
     await uow.commit()
@@ -324,8 +346,7 @@ async def retry(cmd: RetryJob, uow: UnitOfWork) -> Transition:
 
 
 async def abort(cmd: AbortJob, uow: UnitOfWork) -> Transition:
-    row = await load_job(uow.session, uow.actor.organization_id, cmd.job_id)
-    authorize(uow, Action.OPERATE_JOBS, False, job_record("job_abort", row, success=False))
+    row = await load_operable_job(uow, cmd.job_id, "job_abort")
     if row.status not in ABORTABLE:
         raise Conflict("job_not_abortable", f"only queued or running jobs can be aborted; this one is {row.status}")
     who = uow.actor.email or uow.actor.name or uow.actor.id
@@ -344,12 +365,14 @@ def timestamp_ms() -> int:
     return int(now().timestamp() * 1000)
 
 
-async def _clear_arq_leftovers(redis: Any, job_id: str) -> None:
+async def clear_arq_leftovers(redis: Any, *job_ids: str) -> None:
     """arq refuses an id while it keeps its result, counts tries per id, and would abort the
     next run of an id that still has an abort mark: none of that may outlive a retry."""
+    if not job_ids:
+        return
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.delete(result_key_prefix + job_id, retry_key_prefix + job_id)
-        pipe.zrem(abort_jobs_ss, job_id)
+        pipe.delete(*(prefix + job_id for job_id in job_ids for prefix in (result_key_prefix, retry_key_prefix)))
+        pipe.zrem(abort_jobs_ss, *job_ids)
         await pipe.execute()
 
 
@@ -361,7 +384,7 @@ async def after_retry(services: Services, moved: Transition) -> bool:
     if moved.before == "failed" and await redis.zscore(queue_name, moved.job_id) is not None:
         await redis.zadd(queue_name, {moved.job_id: timestamp_ms()}, xx=True)
         return True
-    await _clear_arq_leftovers(redis, moved.job_id)
+    await clear_arq_leftovers(redis, moved.job_id)
     await redis.delete(job_key_prefix + moved.job_id)
     return await services.queue.enqueue(moved.function, moved.job_id)
 
@@ -379,19 +402,24 @@ async def after_abort(services: Services, moved: Transition) -> str:
     return "removed_from_queue"
 
 
-async def retry_job(services: Services, actor: Actor, job_id: str) -> dict[str, Any]:
+# ``reaches_workers``: whether this process's Redis is the one the workers read. The CLI's is not
+# with the embedded queue (an in-process Redis of its own): the row alone then says what to do,
+# and the running server's reconciler hands a retried job to its worker.
+
+
+async def retry_job(services: Services, actor: Actor, job_id: str, reaches_workers: bool = True) -> dict[str, Any]:
     moved: Transition = await services.bus.handle(RetryJob(actor, job_id))
     try:
-        enqueued = await after_retry(services, moved)
+        enqueued = reaches_workers and await after_retry(services, moved)
     except Exception:  # Redis unreachable: the row is queued, the reconciler enqueues it
         enqueued = False
     return {"job_id": moved.job_id, "status": moved.after, "enqueued": enqueued}
 
 
-async def abort_job(services: Services, actor: Actor, job_id: str) -> dict[str, Any]:
+async def abort_job(services: Services, actor: Actor, job_id: str, reaches_workers: bool = True) -> dict[str, Any]:
     moved: Transition = await services.bus.handle(AbortJob(actor, job_id))
     try:
-        outcome = await after_abort(services, moved)
+        outcome = await after_abort(services, moved) if reaches_workers else "row_aborted"
     except Exception:  # Redis unreachable: the aborted row is never claimed, so it never runs
         outcome = "row_aborted"
     return {"job_id": moved.job_id, "status": "aborted", "was": moved.before, "arq": outcome}

@@ -56,7 +56,7 @@ FINISH = (
     .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == "in_progress")
     .values(status=sa.bindparam("new_status"), result=sa.bindparam("new_result", type_=jobs.c.result.type),
             error=sa.bindparam("new_error"), finished_at=sa.bindparam("at"),
-            defer_until=sa.bindparam("retry_at", type_=jobs.c.defer_until.type))
+            defer_until=sa.func.coalesce(sa.bindparam("retry_at", type_=jobs.c.defer_until.type), jobs.c.defer_until))
 )
 
 
@@ -66,7 +66,8 @@ UPDATE jobs SET status = 'in_progress', tries = tries + 1, started_at = $2
 WHERE id = $1 AND status = ANY($3::varchar[])
 RETURNING id, organization_id, function, args, tries"""
 DIRECT_FINISH = """
-UPDATE jobs SET status = $2, result = $3::json, error = $4, finished_at = $5, defer_until = $6
+UPDATE jobs SET status = $2, result = $3::json, error = $4, finished_at = $5,
+    defer_until = COALESCE($6, defer_until)
 WHERE id = $1 AND status = 'in_progress'"""
 
 
@@ -91,7 +92,8 @@ class JobStore:
 
     async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
                      retry_at: datetime | None = None) -> bool:
-        """Records how a run ended; a failed run says when it is tried again (``defer_until``).
+        """Records how a run ended; a failed run says when it is tried again (``defer_until``; a
+        run that is not tried again keeps the moment its try became ready, for its time in queue).
         A row moved on meanwhile (aborted by ops) keeps its status: then the answer is False."""
         if self.direct is not None:
             encoded = None if result is None else json.dumps(result)

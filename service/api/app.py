@@ -43,6 +43,12 @@ OUTAGES = (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, *REDIS_OUTAGES)
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # PostgreSQL text cannot hold NUL: an address carrying one names nothing, and must not reach a query.
+    if "\x00" in request.path:
+        return web.json_response(error_body("not_found", "no resource has a NUL character in its path"), status=404)
+    if "\x00" in request.query_string:
+        return web.json_response(error_body("invalid_query", "the query string contains a NUL character"),
+                                 status=400)
     try:
         return await handler(request)
     except DomainError as error:

@@ -5,10 +5,13 @@ refusals, and the Directory Insights record of every action."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -16,13 +19,14 @@ from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from arq.constants import abort_jobs_ss, result_key_prefix
 
-from service import config
+from service import config, ops
 from service.adapters import orm
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import Role, new_id
 from tests.conftest import Api, Mailbox, Org, bootstrap_org, free_port, suite_settings
 from tests.service.ops_support import Worker, tidy  # noqa: F401 (tidy: an autouse fixture)
+from workers.jobs import reconcile_jobs
 
 OPS = "/api/v1/ops"
 
@@ -75,6 +79,12 @@ async def add_job(services: Services, org: Org, function: str, args: dict[str, A
     return job_id
 
 
+async def make_older(services: Services, job_id: str, by: timedelta) -> None:
+    async with services.session_factory() as session, session.begin():
+        await session.execute(sa.update(orm.jobs).where(orm.jobs.c.id == job_id).values(
+            created_at=datetime.now(UTC) - by))
+
+
 async def insights_of(services: Services, org_id: str, event_type: str) -> list[dict[str, Any]]:
     table = orm.insights_events
     async with services.session_factory() as session:
@@ -102,6 +112,7 @@ async def test_retry_of_a_dead_job_runs_it_again(api: Api, client: TestClient, s
     dead = await wait_for_status(services, job_id, "dead")  # nobody listens for SMTP yet
     assert dead.tries == 1 and "Error" in dead.error
     assert await services.redis.exists(result_key_prefix + job_id)  # arq keeps its result: its id is taken
+    await make_older(services, job_id, timedelta(hours=1))
 
     listed = await api.ok("GET", f"{OPS}/jobs?status=dead")
     assert [j["id"] for j in listed["results"]] == [job_id]
@@ -112,6 +123,8 @@ async def test_retry_of_a_dead_job_runs_it_again(api: Api, client: TestClient, s
     assert body["enqueued"] is True and body["job"]["status"] in ("queued", "in_progress", "complete")
     done = await wait_for_status(services, job_id, "complete")
     assert done.tries == 1
+    waited = (await api.ok("GET", f"{OPS}/jobs/{job_id}"))["time_in_queue_seconds"]
+    assert 0 <= waited < 60, waited  # counted from the retry, not from the job's creation an hour ago
     await asyncio.sleep(0.1)
     assert [m.rcpt_tos for m in mailbox.messages] == [[email]]
 
@@ -123,6 +136,22 @@ async def test_retry_of_a_dead_job_runs_it_again(api: Api, client: TestClient, s
 
     status, body = await api.post(f"{OPS}/jobs/{job_id}/retry")
     assert (status, body["error"]["code"]) == (409, "job_not_retryable")
+
+
+async def test_the_reconciler_hands_over_a_job_retried_out_of_reach_of_the_workers(services: Services,
+                                                                                     org: Org) -> None:
+    """As ``adminlink jobs retry`` beside an embedded queue: the row is queued again, while the
+    workers' Redis still keeps the last run's result, under which arq refuses the id."""
+    job_id = await add_job(services, org, "end_sessions", {"type": "user", "id": "x"}, enqueue=False)
+    async with services.session_factory() as session, session.begin():
+        await session.execute(sa.update(orm.jobs).where(orm.jobs.c.id == job_id).values(status="dead", tries=1))
+    await services.redis.set(result_key_prefix + job_id, b"the last run")
+    done = await ops.retry_job(services, ops.system_actor(org.id, "test"), job_id, reaches_workers=False)
+    assert done["enqueued"] is False
+    await make_older(services, job_id, timedelta(minutes=1))
+    assert await reconcile_jobs({"services": services}) >= 1
+    assert not await services.redis.exists(result_key_prefix + job_id)
+    assert await services.redis.zscore(services.settings.queue_name, job_id) is not None
 
 
 async def test_abort_of_a_queued_job_keeps_it_from_running(api: Api, services: Services, org: Org,
@@ -205,9 +234,22 @@ async def test_listing_pages_and_filters(api: Api, services: Services, org: Org)
     assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
     everything = await api.ok("GET", f"{OPS}/jobs?status=queued&since=2000-01-01T00:00:00Z")
     assert {j["id"] for j in everything["results"]} >= {*ids, mail}
-    for bad in ("status=sleeping", "limit=0", "since=yesterday", "cursor=%%%"):
+    # An offset is converted to UTC, on SQLite (which compares the stored text) as on PostgreSQL.
+    a_minute_ago = datetime.now(UTC) - timedelta(minutes=1)
+    for moment, expected in ((a_minute_ago, {*ids, mail}), (a_minute_ago + timedelta(hours=1), set())):
+        for zone in (UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5))):
+            since = quote(moment.astimezone(zone).isoformat())
+            found = {j["id"] for j in (await api.ok("GET", f"{OPS}/jobs?since={since}&limit=500"))["results"]}
+            assert found & {*ids, mail} == expected, zone
+    far = base64.urlsafe_b64encode(json.dumps(["9999-12-31T23:59:59-14:00", "a"]).encode()).decode()
+    for bad in ("status=sleeping", "limit=0", "since=yesterday", "cursor=%%%", "since=9999-12-31T23:59:59-14:00",
+                "since=0001-01-01T00:00:00%2B14:00", f"cursor={far}", "function=%00abc"):
         status, body = await api.get(f"{OPS}/jobs?{bad}")
-        assert status == 400, bad
+        assert status == 400, (bad, body)
+    for method, path in (("GET", f"{OPS}/jobs/a%00b"), ("POST", f"{OPS}/jobs/a%00b/retry"),
+                         ("GET", "/api/v1/users/a%00b")):
+        status, body = await api.call(method, path)
+        assert (status, body["error"]["code"]) == (404, "not_found"), path
 
 
 async def test_detail_redacts_secrets(api: Api, services: Services, org: Org) -> None:
@@ -233,6 +275,9 @@ async def test_refusals_change_nothing_and_are_recorded(api: Api, client: TestCl
     assert (await job_row(services, job_id)).status == "queued"
     denied = await insights_of(services, org.id, "job_abort")
     assert [(r["success"], r["initiated_by"]["id"]) for r in denied] == [(False, manager_admin["id"])]
+    for action in ("retry", "abort"):  # a role that may not operate jobs learns nothing of which exist
+        status, body = await manager.post(f"{OPS}/jobs/{new_id()}/{action}")
+        assert (status, body["error"]["code"]) == (403, "permission_denied"), action
 
     other = await bootstrap_org(services, "Other")
     theirs = await add_job(services, other, "end_sessions", {"type": "user", "id": "y"}, enqueue=False)

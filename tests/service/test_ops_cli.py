@@ -82,6 +82,11 @@ async def test_list_show_and_stats(services: Services, org: Org) -> None:
 
     out = await in_process(settings, "jobs", "list", "--org", org.id, "--status", "dead", "--json")
     assert [j["id"] for j in json.loads(out)["results"]] == [dead]
+    out = await in_process(settings, "jobs", "list", "--org", org.id, "--limit", "1")
+    hint = out.splitlines()[-1].split()  # the next page, with the same filters
+    assert hint[:7] == ["more:", "adminlink", "jobs", "list", "--limit", "1", "--org"] and hint[7] == org.id
+    out = await in_process(settings, *hint[2:])
+    assert (queued in out) != (dead in out)  # the other one of the two
 
     out = await in_process(settings, "jobs", "show", dead)
     assert "RuntimeError: down" in out and "t0ps3cr3t" not in out and "[redacted]" in out
