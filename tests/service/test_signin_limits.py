@@ -76,11 +76,12 @@ def test_defaults_are_documented_values(tmp_path: Path) -> None:
 
 
 async def test_the_window_slides(services: Services, aiohttp_client: Any) -> None:
-    services.settings = dataclasses.replace(services.settings, signin_rate_window_seconds=1)
+    # Long enough for four password checks on a loaded machine: the fourth must fall in the window.
+    services.settings = dataclasses.replace(services.settings, signin_rate_window_seconds=3)
     client = await aiohttp_client(create_app(services))
     for _ in range(3):
         assert (await attempt(client, "slide@acme.test", "203.0.113.99"))[0] == 401
     status, body = await attempt(client, "slide@acme.test", "203.0.113.99")
     assert (status, body["error"]["code"]) == (429, "rate_limited")
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(3.1)
     assert (await attempt(client, "slide@acme.test", "203.0.113.99"))[0] == 401  # counted again, not refused
