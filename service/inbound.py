@@ -41,6 +41,7 @@ from service.bootstrap import Services
 from service.domain import commands as c
 from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, PermissionDenied
 from service.domain.model import Role, aware, normalise_email, now
+from service.handlers import validate_email
 from service.messagebus import MessageBus
 from webhooks.payloads import Delivery, Event, Subject
 
@@ -217,9 +218,18 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
     users already looked up by email for a whole batch of deliveries."""
     check_data(delivery)
     users: dict[Subject, str] = {}
+    to_learn: list[tuple[str, str]] = []  # (employee id, user id)
     for event in delivery.events:
         if event.subject not in users:
-            users[event.subject] = await _resolve_subject(session, integration, event.subject, known or {})
+            user_id, learn = await _resolve_subject(session, integration, event.subject, known or {})
+            users[event.subject] = user_id
+            if learn:
+                to_learn.append((event.subject.employee_id or "", user_id))
+    # Only once every subject is found: a refused delivery teaches no link.
+    for employee_id, user_id in dict.fromkeys(to_learn):
+        await session.execute(orm.employee_links.insert().values(
+            organization_id=integration.organization_id, integration_id=integration.id, employee_id=employee_id,
+            user_id=user_id, created_at=now()))
     return job_events(delivery, users)
 
 
@@ -253,6 +263,11 @@ def check_data(delivery: Delivery) -> None:
 
 
 def _check_event_data(event: Event) -> None:
+    if event.type in EMAIL_CHANGES:
+        try:
+            validate_email(event.data["email"])
+        except InvalidRequest as exc:
+            raise Unprocessable("invalid_payload", f"data.email: {exc.message}") from exc
     if event.type == "admin_role.assigned":
         try:
             Role(event.data["role"])
@@ -263,9 +278,10 @@ def _check_event_data(event: Event) -> None:
             raise Unprocessable("invalid_payload", "data.api_access must be true or false")
 
 
-async def _resolve_subject(session: Any, integration: Integration, subject: Subject, known: KnownEmails) -> str:
+async def _resolve_subject(session: Any, integration: Integration, subject: Subject,
+                           known: KnownEmails) -> tuple[str, bool]:
     """The user an event is about: by the HR system's employee id (learned before), else the
-    external id, else the email. An employee id seen with a user for the first time is learned."""
+    external id, else the email; and whether the employee id is new, to be learned with this user."""
     org = integration.organization_id
     links, users = orm.employee_links, orm.users
     user_id = None
@@ -274,7 +290,7 @@ async def _resolve_subject(session: Any, integration: Integration, subject: Subj
             links.c.organization_id == org, links.c.integration_id == integration.id,
             links.c.employee_id == subject.employee_id))
         if user_id is not None:
-            return str(user_id)
+            return str(user_id), False
     if subject.external_id:
         found = (await session.execute(sa.select(users.c.id).where(
             users.c.organization_id == org, users.c.external_id == subject.external_id).limit(2))).all()
@@ -286,11 +302,7 @@ async def _resolve_subject(session: Any, integration: Integration, subject: Subj
             users.c.organization_id == org, sa.func.lower(users.c.email) == normalise_email(subject.email)))
     if user_id is None:
         raise UnknownSubject("no user of this organization matches the subject")
-    if subject.employee_id:
-        await session.execute(links.insert().values(
-            organization_id=org, integration_id=integration.id, employee_id=subject.employee_id,
-            user_id=user_id, created_at=now()))
-    return str(user_id)
+    return str(user_id), bool(subject.employee_id)
 
 
 # --- applying ----------------------------------------------------------------------------------

@@ -8,13 +8,12 @@ each shape with an example.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.api.inputs import has_nul
+from service.api.inputs import UNSTORABLE, strict_json, unstorable_text
 
 HR_TYPES = frozenset({
     "employee.terminated", "employee.suspended", "employee.leave_started", "employee.returned",
@@ -75,8 +74,9 @@ class Delivery:
 def parse(provider: str, kind: str, body: bytes) -> Delivery:
     """The events of one delivery, in the generic schema, checked against the integration's kind."""
     document = _json(body)
-    if b"\\u0000" in body and has_nul(document):  # JSON carries a NUL only as that escape
-        raise invalid("strings must not contain NUL characters")
+    # Only an escape (\u...) or a non-ASCII byte can bring a NUL or a lone surrogate: most bodies skip the walk.
+    if (b"\\u" in body or not body.isascii()) and unstorable_text(document):
+        raise invalid(UNSTORABLE)
     adapter = ADAPTERS.get(provider, generic)
     delivery = adapter(document)
     for event in delivery.events:
@@ -86,7 +86,7 @@ def parse(provider: str, kind: str, body: bytes) -> Delivery:
 
 def _json(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return strict_json(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PayloadError(400, "invalid_json", "the body is not valid JSON") from exc
 

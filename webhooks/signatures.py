@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook, WebhookVerificationError
 
 TOLERANCE_SECONDS = 5 * 60  # the Standard Webhooks tolerance, used for BambooHR's timestamp too
+TIMESTAMP_OFF = "webhook-timestamp is more than 5 minutes away from the receiver's clock"
 MAX_MESSAGE_ID = 200
 MAX_SIGNATURE_HEADER = 4096
 # "v1,<base64>" entries separated by spaces; other versions are allowed and ignored.
@@ -77,6 +78,9 @@ def _check_shape(message_id: str, timestamp: str, signature: str) -> None:
         raise _bad("malformed_signature_headers", f"webhook-id must be at most {MAX_MESSAGE_ID} printable characters")
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         raise _bad("malformed_signature_headers", "webhook-timestamp must be whole seconds since the epoch")
+    # Checked here, not by the package: a date past the year 9999 is too far off, not malformed.
+    if abs(datetime.now(UTC).timestamp() - int(timestamp)) > TOLERANCE_SECONDS:
+        raise _refused("timestamp_out_of_tolerance", TIMESTAMP_OFF)
     entries = signature.split(" ")
     if len(signature) > MAX_SIGNATURE_HEADER or not all(SIGNATURE_ENTRY.match(e) for e in entries):
         raise _bad("malformed_signature_headers",
@@ -92,13 +96,16 @@ def _webhook(secret: str) -> Webhook:
 def _matches(secret: str, headers: dict[str, str], body: bytes) -> bool:
     """One secret against the signatures. The package's own exceptions become our codes."""
     try:
-        _webhook(secret).verify(body, headers, json_parse=False)
+        verifier = _webhook(secret)
+    except (ValueError, EmptyWebhookSecretError):  # a BambooHR key, not base64: it signs no Standard Webhook
+        return False
+    try:
+        verifier.verify(body, headers, json_parse=False)
     except UnicodeDecodeError as exc:
         raise _bad("invalid_encoding", "the body must be UTF-8") from exc
     except WebhookVerificationError as exc:
         if "timestamp" in str(exc).lower():
-            raise _refused("timestamp_out_of_tolerance",
-                           "webhook-timestamp is more than 5 minutes away from the receiver's clock") from exc
+            raise _refused("timestamp_out_of_tolerance", TIMESTAMP_OFF) from exc
         if "header" in str(exc).lower():
             raise _bad("malformed_signature_headers", str(exc)) from exc
         return False

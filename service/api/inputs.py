@@ -21,26 +21,47 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        data = strict_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise bad_request("invalid_json", "request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise bad_request("invalid_json", "request body must be a JSON object")
-    if has_nul(data):
-        raise bad_request("invalid_json", "strings in the request body must not contain NUL characters")
+    if unstorable_text(data):
+        raise bad_request("invalid_json", UNSTORABLE)
     return data
 
 
-def has_nul(value: Any) -> bool:
-    """Whether a JSON document holds a NUL character anywhere: PostgreSQL text cannot store one,
-    and no identity, email or query needs one."""
+UNSTORABLE = "strings must not contain NUL characters or unpaired surrogates"
+
+
+def strict_json(raw: bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity, which Python accepts, are refused (ValueError)."""
+    return json.loads(raw, parse_constant=_not_a_number)
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def unstorable_text(value: Any) -> bool:
+    """Whether a JSON document holds a string no database can store: a NUL character (PostgreSQL
+    text cannot hold one) or an unpaired surrogate (not encodable as UTF-8). No identity, email or
+    query needs either."""
     if isinstance(value, str):
-        return "\x00" in value
+        return "\x00" in value or (not value.isascii() and not _encodable(value))
     if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+        return any(unstorable_text(k) or unstorable_text(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(has_nul(v) for v in value)
+        return any(unstorable_text(v) for v in value)
     return False
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def string(data: dict[str, Any], name: str, *, required: bool = False, max_length: int = 320) -> str | None:

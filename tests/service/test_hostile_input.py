@@ -24,9 +24,13 @@ async def test_nul_characters_are_a_400_and_change_nothing(api: Api, client: Tes
     """PostgreSQL text cannot hold NUL: refused on reading, never a database error."""
     before = await api.get("/api/v1/users")
     for body in ({"email": "nul\x00@acme.test", "username": "nul", "password": "a long user password"},
-                 {"email": "nul@acme.test", "username": "nul", "password": "a long user password", "x\x00": 1}):
+                 {"email": "nul@acme.test", "username": "nul", "password": "a long user password", "x\x00": 1},
+                 {"email": "half\ud800@acme.test", "username": "half", "password": "a long user password"}):
         status, answer = await api.post("/api/v1/users", body)
         assert (status, answer["error"]["code"]) == (400, "invalid_json"), answer
+    response = await client.post("/api/v1/users", data=b'{"email": "n@acme.test", "failed": NaN}',
+                                 headers={"x-api-key": api.key})
+    assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
     search = {"and": {"resource.email": "\x00"}}
     status, answer = await api.post("/insights/directory/v1/events",
                                     {"service": ["all"], "start_time": "2020-01-01T00:00:00Z", "search_term": search})

@@ -49,13 +49,32 @@ async def test_unknown_types_subjects_and_bad_bodies_are_4xx(api: Api, services:
         (hr, event("employee.terminated", email=user["email"] + "\x00"), 422, "invalid_payload"),
         (hr, event("employee.email_changed", email=user["email"], data={"email": "new\x00@acme.test"}), 422,
          "invalid_payload"),
+        (hr, event("employee.terminated", email=user["email"] + "\ud800"), 422, "invalid_payload"),
+        (hr, event("employee.terminated", email=user["email"], employee_id="\udfff"), 422, "invalid_payload"),
+        (hr, event("employee.email_changed", email=user["email"], data={"email": "not an email"}), 422,
+         "invalid_payload"),
     ]
     for receiver, payload, status, code in cases:
         got_status, got, _ = await receiver.send(payload)
         assert (got_status, got["error"]["code"]) == (status, code), (payload, got)
-    body = b"{not json"
-    response = await api.client.post(hr.path, data=body, headers=standard_headers(hr.secret, body))
-    assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
+    not_a_number = json.dumps(event("employee.terminated", email=user["email"], data={"n": float("nan")})).encode()
+    for body in (b"{not json", not_a_number):
+        response = await api.client.post(hr.path, data=body, headers=standard_headers(hr.secret, body))
+        assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json", body
+    assert await jobs_of(services, org.id) == []
+
+
+async def test_a_refused_delivery_teaches_no_employee_id(api: Api, services: Services, org: Org) -> None:
+    """One unknown employee refuses a BambooHR delivery whole: the employee id of the known one
+    beside it is not learned either ("nothing is recorded")."""
+    user = await api.user()
+    hr = await sender(api, "hr", provider="bamboohr")
+    leaving = {"timestamp": iso(datetime.now(UTC)), "changedFields": ["Status"], "fields": {"Status": "Inactive"}}
+    known = {**leaving, "id": "B3", "fields": {"Status": "Inactive", "Work Email": user["email"]}}
+    unknown = {**leaving, "id": "B99", "fields": {"Status": "Inactive", "Work Email": "contractor@acme.test"}}
+    for body in (bamboo(known, unknown), bamboo({**leaving, "id": "B3"})):  # then by the employee id alone
+        status, answer, _ = await hr.raw(body, standard_headers(hr.secret, body))
+        assert (status, answer["error"]["code"]) == (422, "unknown_subject"), answer
     assert await jobs_of(services, org.id) == []
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -62,8 +63,25 @@ async def test_expired_and_future_timestamps_are_401(api: Api, services: Service
     for shift in (timedelta(minutes=-6), timedelta(minutes=6), timedelta(days=-3)):
         headers = standard_headers(hr.secret, body, at=datetime.now(UTC) + shift)
         await expect_refused(hr, services, org, body, headers, 401, "timestamp_out_of_tolerance")
+    for beyond_9999 in ("253402300800", "999999999999"):  # too far off, not malformed
+        headers = {**standard_headers(hr.secret, body), "webhook-timestamp": beyond_9999}
+        await expect_refused(hr, services, org, body, headers, 401, "timestamp_out_of_tolerance")
     within = standard_headers(hr.secret, body, at=datetime.now(UTC) - timedelta(minutes=4))
     assert (await hr.raw(body, within))[0] == 202
+
+
+async def test_a_bamboohr_key_rotated_in_keeps_the_old_secret_for_its_grace(api: Api, services: Services,
+                                                                            org: Org) -> None:
+    """The new key is not base64, so it cannot check a Standard Webhooks signature: the old
+    secret still does, and another secret's signature is refused as such."""
+    user = await api.user()
+    hr = await sender(api, "hr", provider="bamboohr")
+    await api.ok("POST", f"/api/v1/integrations/{hr.id}/rotate", {"secret": "my-bamboo-key-1234567890"})
+    body = bamboo_body("5150", user["email"])
+    assert (await hr.raw(body, standard_headers(hr.secret, body)))[0] == 202
+    body = bamboo_body("5151", user["email"])
+    stranger = "whsec_" + base64.b64encode(b"s" * 32).decode()
+    await expect_refused(hr, services, org, body, standard_headers(stranger, body), 401, "invalid_signature")
 
 
 async def test_missing_or_malformed_headers_are_400(api: Api, services: Services, org: Org) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ from scim2_models import SCIMException
 from service.adapters import orm
 from service.adapters.crypto import token_hash
 from service.api.context import services_of
-from service.api.inputs import has_nul
+from service.api.inputs import UNSTORABLE, strict_json, unstorable_text
 from service.domain.commands import Actor, Command
 from service.domain.errors import DomainError
 from service.provisioning import VersionMismatch
@@ -119,13 +118,13 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     except web.HTTPRequestEntityTooLarge as exc:
         raise ScimError(413, "the request body is larger than 1 MiB") from exc
     try:
-        data = json.loads(raw) if raw else None
+        data = strict_json(raw) if raw else None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ScimError(400, "the request body is not valid JSON", "invalidSyntax") from exc
     if not isinstance(data, dict):
         raise ScimError(400, "the request body must be a JSON object", "invalidSyntax")
-    if has_nul(data):
-        raise ScimError(400, "strings must not contain NUL characters", "invalidValue")
+    if unstorable_text(data):
+        raise ScimError(400, UNSTORABLE, "invalidValue")
     return data
 
 
