@@ -73,6 +73,8 @@ async def serve(settings: config.Settings) -> None:
 
 
 async def web_only(settings: config.Settings) -> None:
+    if settings.embedded_redis:  # its jobs would wait in a queue that no worker can read
+        raise SystemExit("adminlink web needs ADMINLINK_REDIS_URL; `adminlink serve` runs an embedded worker")
     await _serve_web(await build(settings), None)
 
 

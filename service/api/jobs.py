@@ -5,6 +5,7 @@ Statuses: queued, in_progress, complete, stale, denied, failed (tried again late
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -37,9 +38,15 @@ def job_view(row: Any) -> dict[str, Any]:
     }
 
 
+# "module.Type: message", the line a traceback ends its exception with; a driver's error may add
+# lines after it (its SQL, a link), which are not the summary.
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*(?P<summary>[A-Za-z_]\w*: .*)$")
+
+
 def error_summary(error: str | None) -> str | None:
-    """The error's last line (``Type: message``): a stored traceback stays with ops."""
+    """The exception's own line, as ``Type: message``: a stored traceback stays with ops."""
     if not error:
         return None
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else None
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    found = [match["summary"] for line in lines if (match := EXCEPTION_LINE.match(line))]
+    return found[-1] if found else (lines[-1] if lines else None)

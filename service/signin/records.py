@@ -52,8 +52,9 @@ def admin_resource(admin: Admin) -> Resource:
 
 def attempts(actor: Actor, portal: str, *, user: User | None, admin: Admin | None, success: bool,
              factor: str | None, error_code: str | None = None) -> list[Recorded]:
-    extra: dict[str, Any] = {"mfa": factor is not None and factor != "password"}
-    if factor is not None:
+    used_mfa = factor is not None and factor != "password"
+    extra: dict[str, Any] = {"mfa": used_mfa}
+    if used_mfa:
         extra["mfa_meta"] = {"type": factor}
     if error_code is not None:
         extra["error_code"] = error_code

@@ -20,7 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from service import config
+from service import cli, config
 from service.adapters import db, orm
 from service.adapters.crypto import token_hash
 from service.api.app import create_app
@@ -197,3 +197,11 @@ def test_serve_answers_health_and_readiness_within_a_minute(tmp_path: Path) -> N
         output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{port}" in output
+
+
+def test_web_alone_needs_a_redis_that_a_worker_reads(tmp_path: Path) -> None:
+    """Its jobs would wait for good in an in-process queue: ``serve`` is the one-process mode."""
+    settings = config.load({"ADMINLINK_SECRET_KEY": "k" * 40, "ADMINLINK_DATA_DIR": str(tmp_path),
+                            "ADMINLINK_PORT": "0"})
+    with pytest.raises(SystemExit, match="ADMINLINK_REDIS_URL"):  # not a server that serves on
+        asyncio.run(asyncio.wait_for(cli.web_only(settings), 10))

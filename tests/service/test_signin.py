@@ -395,12 +395,15 @@ async def test_user_portal_sign_in_records_no_admin_fields(api: Api, services: S
     assert await admin_portal_rows(services, org.id) == []
 
 
-async def test_user_without_mfa_signs_in_to_the_user_portal_only(api: Api, client: TestClient) -> None:
+async def test_user_without_mfa_signs_in_to_the_user_portal_only(api: Api, client: TestClient, services: Services,
+                                                                org: Org) -> None:
     user, _ = await linked_admin(api)
     await api.ok("DELETE", f"/api/v1/users/{user['id']}/mfa/totp")  # its only factor
     app = Portal(client, mobile=True)
     status, body = await app.login(user["email"], portal="user")
     assert status == 200 and body["status"] == "signed_in" and body["session"]["factor"] == "password"
+    [record] = [r for r in await login_records(services, org.id, "user_login_attempt") if r["success"]]
+    assert record["mfa"] is False and "mfa_meta" not in record  # no factor was used
     status, body = await app.login(user["email"])
     assert (status, body["error"]["code"]) == (409, "mfa_not_enrolled")
     status, body = await app.post(STEP_UP)
