@@ -469,6 +469,11 @@ async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
     if holder is not None and holder is not admin:
         raise Conflict("user_already_admin", "this user already holds an admin role")
     changes = admin.link_to(user, await enrolled_factors(uow.session, org_id, user.id))
+    if cmd.role is not None and cmd.role != admin.role:
+        if admin.role == Role.BILLING:
+            await guard_last_billing_admin(uow, admin, f"change the role to {cmd.role.value} of",
+                                           Recorded("admin_update", admin_resource(admin), success=False))
+        changes.append(admin.change_role(cmd.role))  # type: ignore[arg-type]
     uow.collect(
         Recorded("user_update", user_resource(user), (Change("admin", None, admin.role.value),)),
         Recorded("admin_update", admin_resource(admin), tuple(changes)),

@@ -412,9 +412,13 @@ async def command_for(services: Services, integration: Integration, event: dict[
     if kind in EMAIL_CHANGES:
         return c.UpdateUser(actor, user_id, {"email": data["email"]})
     async with services.uow(actor) as uow:
-        admin = await uow.admins.by_linked_user(actor.organization_id, user_id)
+        user, admin = await uow.users.get_with_linked_admin(actor.organization_id, user_id) or (None, None)
+        same_email = await uow.admins.by_email(actor.organization_id, user.email) if user and not admin else None
     if kind == "admin_role.assigned":
         role = Role(data["role"])
+        if admin is None and same_email is not None and not same_email.is_linked:
+            # The seed's other way in: the admin who has the user's email is linked to it.
+            return c.LinkAdminToUser(actor, same_email.id, acknowledge=True, role=role)
         if admin is None:
             return c.CreateAdminFromUser(actor, role, user_id=user_id, api_access=bool(data.get("api_access")))
         return c.UpdateAdmin(actor, admin.id, role=role) if admin.role != role else None

@@ -151,6 +151,7 @@ class CreateAdminFromUser(Command):
 class LinkAdminToUser(Command):
     admin_id: str
     acknowledge: Any = False
+    role: Role | None = None  # and give it this role (a directory's admin_role.assigned)
 
 
 @dataclass(frozen=True)

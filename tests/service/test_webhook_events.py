@@ -216,6 +216,22 @@ async def test_directory_events(api: Api, services: Services, org: Org, worker: 
     assert job.status == "complete" and (await api.get(f"/api/v1/users/{user['id']}"))[0] == 404
 
 
+async def test_a_role_assigned_to_a_user_with_an_admins_email_links_that_admin(api: Api, services: Services,
+                                                                               org: Org, worker: None) -> None:
+    """The seed's second procedure, from a directory: the existing admin is linked, and takes the role."""
+    classic, _ = await api.admin_with_key(Role.MANAGER)
+    user = await api.user(classic["email"])
+    directory = await sender(api, "directory")
+    assigned = event("admin_role.assigned", email=user["email"], data={"role": "Administrator"})
+    assert (await settled(services, await directory.accepted(assigned))).status == "complete"
+    linked = (await api.ok("GET", f"/api/v1/users/{user['id']}"))["admin"]
+    assert (linked["id"], linked["role"]) == (classic["id"], "Administrator")
+    [linking] = [r for r in await records(services, org.id, event_type="admin_update")
+                 if any(c["field"] == "linked_user_id" for c in r.get("changes", []))]
+    assert linking["resource"]["id"] == classic["id"]
+    assert {"field": "role", "from": "Manager", "to": "Administrator"} in linking["changes"]
+
+
 async def test_bamboohr_and_personio_deliveries(api: Api, services: Services, worker: None) -> None:
     from tests.service.test_webhook_signatures import bamboo_body
     from tests.service.test_webhook_support import Sender, bamboo_headers
