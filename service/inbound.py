@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -53,6 +54,7 @@ SUSPENDING = frozenset({"employee.terminated", "employee.suspended", "employee.l
 ACTIVATING = frozenset({"employee.returned", "user.activated"})
 EMAIL_CHANGES = frozenset({"employee.email_changed", "user.email_changed"})
 ADMIN_ROLE = frozenset({"admin_role.assigned", "admin_role.removed"})
+SKIPPED_UNKNOWN = "unknown_subject: no user of this organization matches the subject"
 
 
 class Unavailable(Exception):
@@ -217,14 +219,24 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
     """The delivery's events as a job carries them, each with the id of its user. ``known``:
     users already looked up by email for a whole batch of deliveries."""
     check_data(delivery)
-    users: dict[Subject, str] = {}
+    users: dict[Subject, str | None] = {}
     to_learn: list[tuple[str, str]] = []  # (employee id, user id)
     for event in delivery.events:
-        if event.subject not in users:
+        if event.subject in users:
+            continue
+        try:
             user_id, learn = await _resolve_subject(session, integration, event.subject, known or {})
-            users[event.subject] = user_id
-            if learn:
-                to_learn.append((event.subject.employee_id or "", user_id))
+        except UnknownSubject:
+            # One event alone is refused; in a list (BambooHR's employees) the others still count.
+            if len(delivery.events) == 1:
+                raise
+            users[event.subject] = None
+            continue
+        users[event.subject] = user_id
+        if learn:
+            to_learn.append((event.subject.employee_id or "", user_id))
+    if not any(users.values()):
+        raise UnknownSubject("no user of this organization matches a subject of the delivery")
     # Only once every subject is found: a refused delivery teaches no link.
     for employee_id, user_id in dict.fromkeys(to_learn):
         await session.execute(orm.employee_links.insert().values(
@@ -249,11 +261,17 @@ def known_subjects(integration: Integration, delivery: Delivery, known: KnownEma
     return users
 
 
-def job_events(delivery: Delivery, users: dict[Subject, str]) -> list[dict[str, Any]]:
-    """The delivery's events as a job carries them, with their users' ids."""
-    return [{"seq": seq, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
-             "user_id": users[event.subject], "subject": event.subject.as_dict(), "data": event.data}
-            for seq, event in enumerate(delivery.events)]
+def job_events(delivery: Delivery, users: Mapping[Subject, str | None]) -> list[dict[str, Any]]:
+    """The delivery's events as a job carries them, with their users' ids; an event whose subject
+    found no user is carried as skipped."""
+    events = []
+    for seq, event in enumerate(delivery.events):
+        carried = {"seq": seq, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
+                   "user_id": users[event.subject], "subject": event.subject.as_dict(), "data": event.data}
+        if carried["user_id"] is None:
+            carried["skipped"] = SKIPPED_UNKNOWN
+        events.append(carried)
+    return events
 
 
 def check_data(delivery: Delivery) -> None:
@@ -328,8 +346,8 @@ class Step:
 class EventResult:
     seq: int
     type: str
-    user_id: str
-    outcome: str  # applied | unchanged | stale | denied
+    user_id: str | None
+    outcome: str  # applied | unchanged | stale | denied | skipped
     detail: str | None = None
 
     def view(self) -> dict[str, Any]:
@@ -375,6 +393,8 @@ async def _integration_of_job(services: Services, org_id: str | None, integratio
 
 async def _apply_event(services: Services, integration: Integration, job_id: str,
                        event: dict[str, Any]) -> EventResult:
+    if event.get("skipped"):
+        return EventResult(event["seq"], event["type"], None, "skipped", event["skipped"])
     step = Step(job_id, event["seq"], integration.organization_id, event["user_id"], attribute_of(event["type"]),
                 datetime.fromisoformat(event["occurred_at"]).astimezone(UTC))
     result = EventResult(step.seq, event["type"], step.user_id, "applied")
@@ -428,12 +448,14 @@ async def command_for(services: Services, integration: Integration, event: dict[
 
 
 def summary(results: list[EventResult]) -> JobOutcome:
-    """``denied`` if any event was refused, ``stale`` if every event was, else ``complete``."""
+    """``denied`` if any event was refused, ``stale`` if every event not skipped was, else
+    ``complete``."""
     body = {"events": [r.view() for r in results]}
     denied = [r for r in results if r.outcome == "denied"]
     if denied:
         return JobOutcome("denied", body, error=denied[0].detail)
-    if results and all(r.outcome == "stale" for r in results):
+    considered = [r for r in results if r.outcome != "skipped"]
+    if considered and all(r.outcome == "stale" for r in considered):
         return JobOutcome("stale", body)
     return JobOutcome("complete", body)
 

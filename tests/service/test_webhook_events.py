@@ -27,6 +27,7 @@ from tests.conftest import Api, Org, bootstrap_org, free_port
 from tests.service.test_webhook_support import (  # clean_jobs: an autouse fixture
     clean_jobs,  # noqa: F401
     event,
+    iso,
     job_row,
     jobs_of,
     minutes_ago,
@@ -34,6 +35,7 @@ from tests.service.test_webhook_support import (  # clean_jobs: an autouse fixtu
     records,
     sender,
     settled,
+    standard_headers,
     stopped_cleanly,
 )
 from workers.jobs import reconcile_jobs
@@ -230,6 +232,29 @@ async def test_a_role_assigned_to_a_user_with_an_admins_email_links_that_admin(a
                  if any(c["field"] == "linked_user_id" for c in r.get("changes", []))]
     assert linking["resource"]["id"] == classic["id"]
     assert {"field": "role", "from": "Manager", "to": "Administrator"} in linking["changes"]
+
+
+async def test_unknown_employees_in_a_list_are_skipped_and_the_others_applied(api: Api, services: Services,
+                                                                              org: Org, worker: None) -> None:
+    """A BambooHR delivery names contractors adminlink does not know beside the employees it does:
+    theirs are skipped, the others' changes are made; none known at all is still a 422."""
+    from tests.service.test_webhook_payloads import bamboo
+
+    user = await api.user()
+    hr = await sender(api, "hr", provider="bamboohr")
+    leaving = {"timestamp": iso(datetime.now(UTC)), "changedFields": ["Status"]}
+    known = {**leaving, "id": "B3", "fields": {"Status": "Inactive", "Work Email": user["email"]}}
+    unknown = {**leaving, "id": "B99", "fields": {"Status": "Inactive", "Work Email": "contractor@acme.test"}}
+    body = bamboo(unknown, known)
+    status, answer, _ = await hr.raw(body, standard_headers(hr.secret, body))
+    assert status == 202, answer
+    job = await settled(services, answer["job_id"])
+    assert job.status == "complete"
+    assert [(e["outcome"], e["user_id"]) for e in job.result["events"]] == [("skipped", None), ("applied", user["id"])]
+    assert await user_state(api, user["id"]) == "SUSPENDED"
+    body = bamboo(unknown, {**unknown, "id": "B98", "fields": {"Status": "Inactive", "Work Email": "x@acme.test"}})
+    status, answer, _ = await hr.raw(body, standard_headers(hr.secret, body))
+    assert (status, answer["error"]["code"]) == (422, "unknown_subject")
 
 
 async def test_bamboohr_and_personio_deliveries(api: Api, services: Services, worker: None) -> None:

@@ -64,20 +64,6 @@ async def test_unknown_types_subjects_and_bad_bodies_are_4xx(api: Api, services:
     assert await jobs_of(services, org.id) == []
 
 
-async def test_a_refused_delivery_teaches_no_employee_id(api: Api, services: Services, org: Org) -> None:
-    """One unknown employee refuses a BambooHR delivery whole: the employee id of the known one
-    beside it is not learned either ("nothing is recorded")."""
-    user = await api.user()
-    hr = await sender(api, "hr", provider="bamboohr")
-    leaving = {"timestamp": iso(datetime.now(UTC)), "changedFields": ["Status"], "fields": {"Status": "Inactive"}}
-    known = {**leaving, "id": "B3", "fields": {"Status": "Inactive", "Work Email": user["email"]}}
-    unknown = {**leaving, "id": "B99", "fields": {"Status": "Inactive", "Work Email": "contractor@acme.test"}}
-    for body in (bamboo(known, unknown), bamboo({**leaving, "id": "B3"})):  # then by the employee id alone
-        status, answer, _ = await hr.raw(body, standard_headers(hr.secret, body))
-        assert (status, answer["error"]["code"]) == (422, "unknown_subject"), answer
-    assert await jobs_of(services, org.id) == []
-
-
 async def test_other_organizations_users_are_unknown(api: Api, services: Services, client: Any) -> None:
     from tests.conftest import bootstrap_org
 
