@@ -13,22 +13,32 @@ answers 503 until it is back."""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 POOL_SIZE = 8  # each use is one or two round trips: a web process's batch writers, a worker's claims and finishes
-ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# A connection the server dropped may fail as an interface error, an OS error or, caught in the
+# middle of its protocol, asyncpg's InternalClientError ("cannot switch to state ...").
+BROKEN: tuple[type[Exception], ...] = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, *BROKEN)
 
 
 class Direct:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    def acquire(self) -> AbstractAsyncContextManager[Any]:
-        return self.pool.acquire()
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            except BROKEN:  # not given back as it is: the pool opens a new connection in its place
+                conn.terminate()
+                raise
 
     async def close(self) -> None:
         await self.pool.close()
