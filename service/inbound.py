@@ -431,10 +431,13 @@ async def command_for(services: Services, integration: Integration, event: dict[
         return c.DeleteUser(actor, user_id) if integration.delete_mode == "delete" else c.SuspendUser(actor, user_id)
     if kind in EMAIL_CHANGES:
         return c.UpdateUser(actor, user_id, {"email": data["email"]})
+    assigning = kind == "admin_role.assigned"
     async with services.uow(actor) as uow:
         user, admin = await uow.users.get_with_linked_admin(actor.organization_id, user_id) or (None, None)
-        same_email = await uow.admins.by_email(actor.organization_id, user.email) if user and not admin else None
-    if kind == "admin_role.assigned":
+        same_email = None
+        if assigning and user is not None and admin is None:
+            same_email = await uow.admins.by_email(actor.organization_id, user.email)
+    if assigning:
         role = Role(data["role"])
         if admin is None and same_email is not None and not same_email.is_linked:
             # The seed's other way in: the admin who has the user's email is linked to it.
