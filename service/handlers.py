@@ -470,10 +470,9 @@ async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
         raise Conflict("user_already_admin", "this user already holds an admin role")
     changes = admin.link_to(user, await enrolled_factors(uow.session, org_id, user.id))
     if cmd.role is not None and cmd.role != admin.role:
-        if admin.role == Role.BILLING:
-            await guard_last_billing_admin(uow, admin, f"change the role to {cmd.role.value} of",
-                                           Recorded("admin_update", admin_resource(admin), success=False))
-        changes.append(admin.change_role(cmd.role))  # type: ignore[arg-type]
+        denial = Recorded("admin_update", admin_resource(admin), success=False)
+        authorize(uow, Action.MANAGE_ADMINS, True, denial)
+        changes.append(await change_admin_role(uow, admin, cmd.role, denial))
     uow.collect(
         Recorded("user_update", user_resource(user), (Change("admin", None, admin.role.value),)),
         Recorded("admin_update", admin_resource(admin), tuple(changes)),
@@ -508,9 +507,7 @@ async def update_admin(cmd: c.UpdateAdmin, uow: UnitOfWork) -> Admin:
     authorize(uow, Action.MANAGE_ADMINS, True, denial)
     changes: list[Change] = []
     if cmd.role is not None and cmd.role != admin.role:
-        if admin.role == Role.BILLING:
-            await guard_last_billing_admin(uow, admin, f"change the role to {cmd.role.value} of", denial)
-        changes.append(admin.change_role(cmd.role))  # type: ignore[arg-type]
+        changes.append(await change_admin_role(uow, admin, cmd.role, denial))
     if cmd.api_access is not None and cmd.api_access != admin.api_access:
         changes.append(Change("api_access", admin.api_access, cmd.api_access))
         admin.api_access = cmd.api_access
@@ -523,6 +520,16 @@ async def update_admin(cmd: c.UpdateAdmin, uow: UnitOfWork) -> Admin:
         uow.collect(Recorded("admin_update", admin_resource(admin), tuple(changes)))
         await uow.commit()
     return admin
+
+
+async def change_admin_role(uow: UnitOfWork, admin: Admin, role: Role, denial: Recorded) -> Change:
+    """A new role for an admin (the caller checked the policy table): never the organization's
+    last capable Administrator with Billing's."""
+    if admin.role == Role.BILLING:
+        await guard_last_billing_admin(uow, admin, f"change the role to {role.value} of", denial)
+    change = admin.change_role(role)
+    assert change is not None, "the caller changes the role only to another one"
+    return change
 
 
 async def issue_api_key(cmd: c.IssueApiKey, uow: UnitOfWork) -> dict[str, Any]:
