@@ -54,7 +54,6 @@ SUSPENDING = frozenset({"employee.terminated", "employee.suspended", "employee.l
 ACTIVATING = frozenset({"employee.returned", "user.activated"})
 EMAIL_CHANGES = frozenset({"employee.email_changed", "user.email_changed"})
 ADMIN_ROLE = frozenset({"admin_role.assigned", "admin_role.removed"})
-SKIPPED_UNKNOWN = "unknown_subject: no user of this organization matches the subject"
 
 
 class Unavailable(Exception):
@@ -219,30 +218,31 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
     """The delivery's events as a job carries them, each with the id of its user. ``known``:
     users already looked up by email for a whole batch of deliveries."""
     check_data(delivery)
-    users: dict[Subject, str | None] = {}
+    users: dict[Subject, str] = {}
+    unknown: dict[Subject, str] = {}  # why no user was found
     to_learn: list[tuple[str, str]] = []  # (employee id, user id)
     for event in delivery.events:
-        if event.subject in users:
+        if event.subject in users or event.subject in unknown:
             continue
         try:
             user_id, learn = await _resolve_subject(session, integration, event.subject, known or {})
-        except UnknownSubject:
+        except UnknownSubject as refusal:
             # One event alone is refused; in a list (BambooHR's employees) the others still count.
             if len(delivery.events) == 1:
                 raise
-            users[event.subject] = None
+            unknown[event.subject] = f"{refusal.code}: {refusal.message}"
             continue
         users[event.subject] = user_id
         if learn:
             to_learn.append((event.subject.employee_id or "", user_id))
-    if not any(users.values()):
+    if not users:
         raise UnknownSubject("no user of this organization matches a subject of the delivery")
-    # Only once every subject is found: a refused delivery teaches no link.
+    # Only once the delivery is taken: a refused one teaches no link.
     for employee_id, user_id in dict.fromkeys(to_learn):
         await session.execute(orm.employee_links.insert().values(
             organization_id=integration.organization_id, integration_id=integration.id, employee_id=employee_id,
             user_id=user_id, created_at=now()))
-    return job_events(delivery, users)
+    return job_events(delivery, users, unknown)
 
 
 def known_subjects(integration: Integration, delivery: Delivery, known: KnownEmails) -> dict[Subject, str] | None:
@@ -261,15 +261,16 @@ def known_subjects(integration: Integration, delivery: Delivery, known: KnownEma
     return users
 
 
-def job_events(delivery: Delivery, users: Mapping[Subject, str | None]) -> list[dict[str, Any]]:
+def job_events(delivery: Delivery, users: Mapping[Subject, str],
+               unknown: Mapping[Subject, str] | None = None) -> list[dict[str, Any]]:
     """The delivery's events as a job carries them, with their users' ids; an event whose subject
-    found no user is carried as skipped."""
+    is ``unknown`` is carried as skipped, with the reason."""
     events = []
     for seq, event in enumerate(delivery.events):
         carried = {"seq": seq, "type": event.type, "occurred_at": event.occurred_at.isoformat(),
-                   "user_id": users[event.subject], "subject": event.subject.as_dict(), "data": event.data}
-        if carried["user_id"] is None:
-            carried["skipped"] = SKIPPED_UNKNOWN
+                   "user_id": users.get(event.subject), "subject": event.subject.as_dict(), "data": event.data}
+        if unknown and event.subject in unknown:
+            carried["skipped"] = unknown[event.subject]
         events.append(carried)
     return events
 
