@@ -4,17 +4,27 @@
 # Done in a separate stage so that whatever else is in the build context (.git, a local
 # .venv, a data/ dir with a secret_key or SQLite file) never ends up in a layer of the
 # final image. Only /opt/venv is copied across.
+# Everything is installed from uv.lock (pinned, with hashes); uv itself from requirements-uv.txt.
 FROM python:3.11-slim AS build
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1
-
-RUN python -m venv /opt/venv
-ENV PATH="/opt/venv/bin:$PATH"
+    PYTHONDONTWRITEBYTECODE=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1
 
 WORKDIR /src
-COPY . .
-RUN pip install --no-cache-dir .
+COPY requirements-uv.txt ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements-uv.txt
+# The dependencies first, in a layer of their own that a code change does not rebuild.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-cache --no-install-project --python /usr/local/bin/python3
+COPY README.md ./
+COPY service service
+COPY workers workers
+COPY webhooks webhooks
+RUN uv sync --locked --no-cache --no-editable --python /usr/local/bin/python3
 
 
 # --- runtime ---
