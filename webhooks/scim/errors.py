@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
-from scim2_models import Context, Error, SCIMException
+from scim2_models import Error, SCIMException
 
 from service.api.errors import ApiError
 from service.domain.errors import DomainError
@@ -17,6 +17,10 @@ CONTENT_TYPE = "application/scim+json"
 # Refusals that are about a value another resource already holds.
 UNIQUENESS_CODES = frozenset({"username_taken", "email_taken", "group_name_taken", "conflict"})
 STATUS_BY_KIND = {"invalid": 400, "forbidden": 403, "not_found": 404, "conflict": 409}
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+# The scimType values of RFC 7644 §3.12 that a request's content can earn: all answered 400.
+REQUEST_SCIM_TYPES = frozenset({"invalidFilter", "tooMany", "invalidSyntax", "invalidPath", "noTarget",
+                                "invalidValue", "invalidVers", "mutability"})
 
 
 class ScimError(Exception):
@@ -38,8 +42,20 @@ def scim_json(body: Any, status: int = 200, headers: dict[str, str] | None = Non
 
 def error_response(status: int, detail: str, scim_type: str | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
-    body = Error(status=status, scim_type=scim_type, detail=detail).model_dump(scim_ctx=Context.DEFAULT)
+    """The Error body is written here, not by scim2-models: RFC 7644 §3.12's shape, with the
+    status as a string, whatever a release of the package serialises."""
+    body: dict[str, Any] = {"schemas": [ERROR_SCHEMA], "status": str(status)}
+    if scim_type:
+        body["scimType"] = scim_type
+    body["detail"] = detail
     return scim_json(body, status, headers)
+
+
+def request_refusal(scim_type: str | None, detail: str) -> web.Response:
+    """A request refused while scim2-models parsed it. The status and scimType come from our
+    table, never from the package: a release that classifies an error anew cannot change our
+    answer beyond the words of its detail."""
+    return error_response(400, detail, scim_type if scim_type in REQUEST_SCIM_TYPES else "invalidValue")
 
 
 def from_scim_error(error: ScimError) -> web.Response:
@@ -64,10 +80,10 @@ def from_domain(error: DomainError) -> web.Response:
 
 def from_scim_exception(exc: SCIMException) -> web.Response:
     error = exc.to_error()
-    return error_response(int(error.status or 400), error.detail or str(exc), error.scim_type)
+    return request_refusal(error.scim_type, error.detail or str(exc))
 
 
 def from_validation_error(exc: ValidationError) -> web.Response:
     errors = Error.from_validation_errors(exc)
-    first = errors[0] if errors else Error(status=400, scim_type="invalidValue", detail=str(exc))
-    return error_response(int(first.status or 400), first.detail or "invalid request", first.scim_type)
+    first = errors[0] if errors else None
+    return request_refusal(first.scim_type if first else None, (first.detail if first else None) or "invalid request")

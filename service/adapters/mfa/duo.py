@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from duo_universal.client import CLIENT_ID_LENGTH, CLIENT_SECRET_LENGTH, Client, DuoException
+from duo_universal.client import CLIENT_ID_LENGTH, CLIENT_SECRET_LENGTH, Client
 from jwt.warnings import InsecureKeyLengthWarning
 
 # Duo's protocol fixes the client secret at 40 characters and its tokens at HS512; PyJWT warns
@@ -82,9 +82,11 @@ class DuoGateway:
         return Client(app.client_id, app.client_secret, app.api_host, self.redirect_uri, **extra)
 
     async def check(self, app: DuoApplication) -> None:
+        # Any failure of the package or of the network below it is ours to name: the answer must
+        # not depend on which exception types a release of duo-universal raises.
         try:
             await asyncio.to_thread(self._client(app).health_check)
-        except DuoException as exc:
+        except Exception as exc:
             raise DuoUnavailable(str(exc)) from exc
 
     async def prompt(self, app: DuoApplication, username: str) -> Prompt:
@@ -94,7 +96,7 @@ class DuoGateway:
         state, nonce = client.generate_state(), secrets.token_urlsafe(24)
         try:
             url = client.create_auth_url(username, state, nonce)
-        except DuoException as exc:
+        except Exception as exc:
             raise DuoUnavailable(str(exc)) from exc
         return Prompt(url, state, nonce)
 
@@ -104,7 +106,7 @@ class DuoGateway:
         try:
             token = await asyncio.to_thread(client.exchange_authorization_code_for_2fa_result, duo_code,
                                             username, nonce)
-        except DuoException as exc:
+        except Exception as exc:
             raise DuoRefused(str(exc)) from exc
         result = token.get("auth_result") if isinstance(token, dict) else None
         if not isinstance(result, dict) or result.get("result") != "allow":
