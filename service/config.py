@@ -245,7 +245,7 @@ def _public_url(env: Mapping[str, str], host: str, port: int) -> PublicUrl:
     """Where browsers reach adminlink: ADMINLINK_PUBLIC_URL, else where it listens."""
     raw = env.get(PREFIX + "PUBLIC_URL")
     if not raw:
-        name = "localhost" if _reached_as_localhost(host) else host
+        name = "localhost" if _reached_as_localhost(host) else f"[{host}]" if ":" in host else host
         raw = f"http://{name}:{port}"
     try:
         parts = urlsplit(raw.strip())

@@ -35,6 +35,10 @@ def test_a_named_listener_is_reached_by_its_name() -> None:
     )
 
 
+def test_an_ipv6_listener_is_bracketed() -> None:
+    assert load(host="fd00::7").public_url == "http://[fd00::7]:8080"
+
+
 def test_everything_follows_the_public_url() -> None:
     assert derived(load(public_url="https://Admin.Acme.Example/", port="9090")) == (
         "https://admin.acme.example", "admin.acme.example", ("https://admin.acme.example",),
