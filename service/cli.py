@@ -20,6 +20,7 @@ from service.domain import commands as c
 from service.domain.errors import DomainError
 from service.domain.model import Role, new_id
 from service.logging import configure as configure_logging
+from workers import health as worker_health
 from workers.running import InProcessWorker
 
 
@@ -112,7 +113,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="web app + worker in one process, migrations applied (embedded defaults)")
     sub.add_parser("web", help="the web app alone (production, with ADMINLINK_REDIS_URL)")
-    sub.add_parser("worker", help="an arq worker alone (production, with ADMINLINK_REDIS_URL)")
+    w = sub.add_parser("worker", help="an arq worker alone (production, with ADMINLINK_REDIS_URL)")
+    w.add_argument("--check", action="store_true",
+                   help="exit 0 if a worker on this queue has reported within its health-check interval, else 1")
     m = sub.add_parser("migrate", help="upgrade the database schema (or downgrade with --down)")
     m.add_argument("revision", nargs="?", default=None)
     m.add_argument("--down", action="store_true")
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             run_service(serve(settings), settings)
         elif args.command == "web":
             run_service(web_only(settings), settings)
+        elif args.command == "worker" and args.check:
+            return asyncio.run(worker_health.check(settings))
         elif args.command == "worker":
             run_service(worker_only(settings), settings)
         elif args.command == "migrate":

@@ -6,11 +6,13 @@ Every setting comes from an ``ADMINLINK_*`` variable; the README documents each 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PREFIX = "ADMINLINK_"
 
@@ -44,6 +46,8 @@ class Settings:
     # The event loop of the long-running processes (serve, web, worker): uvloop does the same work
     # as asyncio's own loop for a fraction of its CPU.
     event_loop: str = "asyncio"
+    # Where browsers reach adminlink; the WebAuthn relying party and the Duo redirect follow it.
+    public_url: str = "http://localhost:8080"
     # Sign-in (docs/signin.md): WebAuthn relying party, lockout, rate limits, push, Duo.
     webauthn_rp_id: str = "localhost"
     webauthn_rp_name: str = "adminlink"
@@ -148,14 +152,16 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     database_url = env.get(PREFIX + "DATABASE_URL") or f"sqlite+aiosqlite:///{data_dir / 'adminlink.db'}"
     if database_url.startswith("sqlite"):
         data_dir.mkdir(parents=True, exist_ok=True)
+    host, port = env.get(PREFIX + "HOST") or "127.0.0.1", _int(env, "PORT", 8080)
+    public = _public_url(env, host, port)
     return Settings(
         data_dir=data_dir,
         database_url=normalise_database_url(database_url),
         redis_url=env.get(PREFIX + "REDIS_URL") or None,
         smtp_url=env.get(PREFIX + "SMTP_URL") or None,
         mail_from=env.get(PREFIX + "MAIL_FROM") or "adminlink <no-reply@adminlink.localhost>",
-        host=env.get(PREFIX + "HOST") or "127.0.0.1",
-        port=_int(env, "PORT", 8080),
+        host=host,
+        port=port,
         secret_key=_secret_key(env, data_dir),
         session_idle_seconds=_int(env, "SESSION_IDLE_SECONDS", 3600),
         cookie_secure=_bool(env, "COOKIE_SECURE", True),
@@ -169,9 +175,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         metrics_token=_metrics_token(env),
         log_format=_choice(env, "LOG_FORMAT", ("json", "text"), "json"),
         event_loop=_event_loop(env),
-        webauthn_rp_id=env.get(PREFIX + "WEBAUTHN_RP_ID") or "localhost",
+        public_url=public.origin,
+        webauthn_rp_id=env.get(PREFIX + "WEBAUTHN_RP_ID") or public.hostname,
         webauthn_rp_name=env.get(PREFIX + "WEBAUTHN_RP_NAME") or "adminlink",
-        webauthn_origins=_origins(env),
+        webauthn_origins=_origins(env, public.origin),
         webauthn_attestation_roots=_path(env, "WEBAUTHN_ATTESTATION_ROOTS"),
         lockout_threshold=_positive(env, "LOCKOUT_THRESHOLD", 10),
         signin_challenge_seconds=_positive(env, "SIGNIN_CHALLENGE_SECONDS", 300),
@@ -179,7 +186,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         signin_rate_per_account=_positive(env, "SIGNIN_RATE_PER_ACCOUNT", 20),
         signin_rate_per_ip=_positive(env, "SIGNIN_RATE_PER_IP", 100),
         push_ttl_seconds=_positive(env, "PUSH_TTL_SECONDS", 60),
-        duo_redirect_uri=env.get(PREFIX + "DUO_REDIRECT_URI") or "http://localhost:8080/auth/duo/callback",
+        duo_redirect_uri=env.get(PREFIX + "DUO_REDIRECT_URI") or public.origin + "/auth/duo/callback",
         duo_ca_bundle=_path(env, "DUO_CA_BUNDLE"),
         duo_api_hosts=_duo_api_hosts(env),
         trust_forwarded_for=_bool(env, "TRUST_FORWARDED_FOR", False),
@@ -219,7 +226,51 @@ def _duo_api_hosts(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(h.strip().lower() for h in raw.split(",") if h.strip())
 
 
-def _origins(env: Mapping[str, str]) -> tuple[str, ...]:
+def _origins(env: Mapping[str, str], public_origin: str) -> tuple[str, ...]:
     """WebAuthn origins the browser may report, comma separated (scheme://host[:port])."""
-    raw = env.get(PREFIX + "WEBAUTHN_ORIGINS") or "http://localhost:8080"
+    raw = env.get(PREFIX + "WEBAUTHN_ORIGINS") or public_origin
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
+@dataclass(frozen=True)
+class PublicUrl:
+    origin: str  # scheme://host[:port], as a browser reports it (no default port, no path)
+    hostname: str
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _public_url(env: Mapping[str, str], host: str, port: int) -> PublicUrl:
+    """Where browsers reach adminlink: ADMINLINK_PUBLIC_URL, else where it listens."""
+    raw = env.get(PREFIX + "PUBLIC_URL")
+    if not raw:
+        name = "localhost" if _reached_as_localhost(host) else f"[{host}]" if ":" in host else host
+        raw = f"http://{name}:{port}"
+    try:
+        parts = urlsplit(raw.strip())
+        explicit_port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}PUBLIC_URL is not a URL: {raw!r}") from exc
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ConfigError(f"{PREFIX}PUBLIC_URL must be http(s)://host[:port], got {raw!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        # The routes live at the root: a path prefix would break the Duo callback and WebAuthn.
+        raise ConfigError(f"{PREFIX}PUBLIC_URL must have no path, query or user, got {raw!r}")
+    hostname = parts.hostname.lower()
+    netloc = f"[{hostname}]" if ":" in hostname else hostname
+    if explicit_port is not None and explicit_port != _DEFAULT_PORTS[parts.scheme]:
+        netloc += f":{explicit_port}"
+    return PublicUrl(f"{parts.scheme}://{netloc}", hostname)
+
+
+def _reached_as_localhost(host: str) -> bool:
+    """A loopback or wildcard listen address, which a browser on the same machine reaches as
+    localhost. (WebAuthn refuses an IP address as relying party id, so the default names a host.)"""
+    if host in ("", "localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
