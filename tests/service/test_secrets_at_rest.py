@@ -169,6 +169,17 @@ async def test_a_key_older_than_24_hours_is_a_new_key(api: Api, services: Servic
     assert (status, error["error"]["code"]) == (422, "idempotency_key_reused")
 
 
+async def test_an_answer_kept_before_sealing_is_still_replayed(api: Api, services: Services, org: Org) -> None:
+    path = "/api/v1/users"
+    body = {"email": "legacy@acme.test", "username": "legacy"}
+    first = await api.post(path, body, **{"Idempotency-Key": "IK-legacy"})
+    table = orm.idempotency_keys
+    async with services.session_factory() as session, session.begin():
+        await session.execute(sa.update(table).where(table.c.organization_id == org.id, table.c.key == "IK-legacy")
+                              .values(response=first[1]))
+    assert await api.post(path, body, **{"Idempotency-Key": "IK-legacy"}) == first
+
+
 async def test_cleanup_deletes_expired_keys_only(api: Api, services: Services, org: Org) -> None:
     for key in ("IK-expired", "IK-fresh"):
         await api.post("/api/v1/users", {"email": f"{key}@acme.test", "username": key}, **{"Idempotency-Key": key})
