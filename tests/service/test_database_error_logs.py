@@ -3,6 +3,7 @@ statement's arguments or the driver's message, which quote client values."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -17,6 +18,7 @@ from service.api.app import create_app
 from service.bootstrap import Services
 from service.domain.model import new_id, now
 from service.logging import DatabaseErrorFilter, JsonFormatter, TextFormatter
+from tests.conftest import Api
 
 MARKER = "client-value-" + new_id()
 
@@ -102,3 +104,20 @@ async def test_other_loggers_are_filtered_too(services: Services) -> None:
         written = out.getvalue()
         assert "IntegrityError" in written and "Traceback" in written
         assert MARKER not in written
+
+
+async def test_a_hostile_idempotency_key_is_not_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    """A key that is not UTF-8 fails in the driver (or is refused before it): its value is not
+    logged either way."""
+    server = api.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    body = b'{"email": "hostile@acme.test", "username": "hostile"}'
+    writer.write(b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                 + f"x-api-key: {api.key}\r\nContent-Length: {len(body)}\r\n".encode()
+                 + b"Idempotency-Key: \xff" + MARKER.encode() + b"\r\nConnection: close\r\n\r\n" + body)
+    caplog.set_level(logging.INFO)
+    status_line = await reader.readline()
+    await reader.read()
+    writer.close()
+    assert status_line.split()[1] != b"201"
+    assert_marker_not_logged(caplog.records)
