@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from service.bootstrap import Services
 from service.domain.model import new_id, now
 from service.logging import DatabaseErrorFilter, JsonFormatter, TextFormatter
 from tests.conftest import Api
+from tests.service.test_scim_support import scim_integration
 
 MARKER = "client-value-" + new_id()
 
@@ -120,4 +122,15 @@ async def test_a_hostile_idempotency_key_is_not_logged(api: Api, caplog: pytest.
     await reader.read()
     writer.close()
     assert status_line.split()[1] != b"201"
+    assert_marker_not_logged(caplog.records)
+
+
+async def test_a_hostile_scim_filter_value_is_not_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    """A filter's escapes decode to what PostgreSQL refuses (NUL, an unpaired surrogate): the
+    value is not logged, whether the database or the service refuses it."""
+    scim = await scim_integration(api)
+    caplog.set_level(logging.INFO)
+    for escape in ("\\u0000", "\\ud800"):
+        status, _ = await scim.call("GET", "/Users?" + urlencode({"filter": f'userName eq "{escape}{MARKER}"'}))
+        assert status != 200 or escape == "\\u0000"  # SQLite stores a NUL; nothing stores a lone surrogate
     assert_marker_not_logged(caplog.records)
