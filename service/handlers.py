@@ -32,6 +32,7 @@ from service.domain.model import (
     User,
     UserState,
     ensure_not_last_billing_admin,
+    ensure_not_last_billing_api_access,
     now,
     require_acknowledgement,
 )
@@ -119,19 +120,26 @@ def authorize(uow: UnitOfWork, action: Action, target_has_admin_role: bool, on_d
         raise
 
 
-async def guard_last_billing_admin(uow: UnitOfWork, admin: Admin, attempt: str, on_refusal: Recorded) -> None:
+async def guard_last_billing_admin(uow: UnitOfWork, admin: Admin, attempt: str, on_refusal: Recorded, *,
+                                   api_access: bool = False) -> None:
     """Refuses (and records, and tells the other admins) a change that would leave the
-    organization without an active, sign-in-capable Administrator with Billing."""
+    organization without an active, sign-in-capable Administrator with Billing (with
+    ``api_access``: without one that also has API access)."""
     org_id = uow.actor.organization_id
     # Serialise such checks per organization: a write lock on its row, on SQLite and PostgreSQL.
     await uow.organizations.lock(org_id)
-    others = await uow.admins.other_capable_billing_admins(org_id, admin.id, now())
+    others = await uow.admins.other_capable_billing_admins(org_id, admin.id, now(), with_api_access=api_access)
     try:
-        ensure_not_last_billing_admin(admin, others)
+        if api_access:
+            ensure_not_last_billing_api_access(admin, others)
+        else:
+            ensure_not_last_billing_admin(admin, others)
     except Conflict as refusal:
         refusal.record = on_refusal
         context = {"actor": uow.actor.email or uow.actor.name or uow.actor.id, "attempt": attempt,
-                   "target": admin.email}
+                   "target": admin.email,
+                   "left_without": "an Administrator with Billing that has API access" if api_access
+                   else "an active Administrator with Billing"}
         refusal.notices = [
             MailRequested(other.email, "last_billing_admin_refused", context)
             for other in await uow.admins.all(org_id)
@@ -509,6 +517,8 @@ async def update_admin(cmd: c.UpdateAdmin, uow: UnitOfWork) -> Admin:
     if cmd.role is not None and cmd.role != admin.role:
         changes.append(await change_admin_role(uow, admin, cmd.role, denial))
     if cmd.api_access is not None and cmd.api_access != admin.api_access:
+        if not cmd.api_access:
+            await guard_last_billing_admin(uow, admin, "turn off API access of", denial, api_access=True)
         changes.append(Change("api_access", admin.api_access, cmd.api_access))
         admin.api_access = cmd.api_access
     if cmd.email is not None and cmd.email.strip() != admin.email:

@@ -31,6 +31,7 @@ from service.adapters import direct, orm
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT
 from service.bootstrap import Services
 from service.domain.model import new_id, normalise_email, now
+from service.logging import log_error
 from webhooks.payloads import Delivery
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Intake:
             try:
                 await self._write(batch)
             except Exception as exc:  # never leave a sender waiting
-                log.exception("webhook batch of %d deliveries failed", len(batch))
+                log_error(log, exc, "webhook batch of %d deliveries failed", len(batch))
                 for pending in batch:
                     pending.settle(exc)
 

@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -88,6 +89,97 @@ def bind_job(job_id: str) -> None:
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+# --- database errors ---------------------------------------------------------------------------
+
+# SQLAlchemy's and the drivers' errors quote the statement's arguments (client values: a SCIM
+# filter, an Idempotency-Key, a token sent in a secret's place) in their text, and PostgreSQL's own
+# messages quote the offending value: only the class, the SQLSTATE and the statement's label of
+# such an error are ever written.
+DATABASE_ERROR_MODULES = frozenset({"sqlalchemy", "asyncpg", "sqlite3", "aiosqlite"})
+_STATEMENT_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+\"?([A-Za-z_]\w*)", re.IGNORECASE)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes (or contexts), the first raised first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return chain[::-1]
+
+
+def _is_database_class(exc: BaseException) -> bool:
+    return type(exc).__module__.partition(".")[0] in DATABASE_ERROR_MODULES
+
+
+def is_database_error(exc: BaseException) -> bool:
+    return any(_is_database_class(each) for each in _chain(exc))
+
+
+def statement_label(statement: str) -> str:
+    """``INSERT users``: the statement's verb and first table, never its values."""
+    verb = statement.split(None, 1)[0].upper() if statement.strip() else "?"
+    table = _STATEMENT_TABLE.search(statement)
+    return f"{verb} {table.group(1)}" if table else verb
+
+
+def database_error_label(exc: BaseException) -> str:
+    """``DBAPIError (asyncpg InvalidTextRepresentationError, sqlstate 22P02, in SELECT users)``."""
+    chain = _chain(exc)
+    details = []
+    driver = next((each for each in chain if _is_database_class(each) and type(each) is not type(exc)), None)
+    if driver is not None:
+        details.append(f"{type(driver).__module__.partition('.')[0]} {type(driver).__name__}")
+    codes = [code for each in chain for name in ("sqlstate", "pgcode", "sqlite_errorname")
+             if isinstance(code := getattr(each, name, None), str)]
+    if codes:
+        details.append(f"sqlstate {codes[0]}")
+    statements = [sql for each in chain if isinstance(sql := getattr(each, "statement", None), str)]
+    if statements:
+        details.append(f"in {statement_label(statements[-1])}")
+    return type(exc).__name__ + (f" ({', '.join(details)})" if details else "")
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """A traceback (frames and source lines) whose database errors are named by their class
+    alone: no message, no arguments."""
+    parts = []
+    for each in _chain(exc):
+        if _is_database_class(each):
+            said = f"{type(each).__module__}.{type(each).__name__}"
+        else:
+            said = "".join(traceback.format_exception_only(type(each), each)).strip()
+        parts.append("Traceback (most recent call last):\n" + "".join(traceback.format_tb(each.__traceback__)) + said)
+    return "\n\nThe above exception led to the following one:\n\n".join(parts)
+
+
+def log_error(logger: logging.Logger, exc: BaseException, message: str, *args: Any,
+              level: int = logging.ERROR) -> None:
+    """``logger.exception`` for ``exc``, except that a database error is told by its class,
+    SQLSTATE and statement label, with a traceback that carries no message."""
+    if not is_database_error(exc):
+        logger.log(level, message, *args, exc_info=exc)
+        return
+    logger.log(level, message + ": %s", *args, database_error_label(exc),
+               extra={"traceback": safe_traceback(exc)})
+
+
+class DatabaseErrorFilter(logging.Filter):
+    """The same for every other logger (arq's, aiohttp's): a database error passed as an argument
+    or as the record's exception is replaced by its label and its message-free traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(database_error_label(a) if isinstance(a, BaseException) and is_database_error(a)
+                                else a for a in record.args)
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_database_error(exc):
+            record.traceback = safe_traceback(exc)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -118,6 +210,8 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         if current is not None:
             line = f"{line} [{current[0]}={current[1]}]"
+        if isinstance(told := getattr(record, "traceback", None), str):  # a database error's (log_error)
+            line = f"{line}\n{told}"
         return redact_text(line)
 
 
@@ -125,6 +219,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     """Routes every logger (ours, aiohttp's, arq's) through one redacting handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(DatabaseErrorFilter())
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from service.adapters import orm
-from service.logging import route_of
+from service.logging import log_error, route_of
 
 if TYPE_CHECKING:
     from service.bootstrap import Services
@@ -171,8 +171,8 @@ async def job_finished(ctx: dict[str, Any]) -> None:
             return
         function, status = ended_as
         await record_job(services.redis, function, _outcome(status), seconds)
-    except Exception:  # metrics never fail a job
-        log.warning("could not record metrics for job %s", job_id, exc_info=True)
+    except Exception as exc:  # metrics never fail a job
+        log_error(log, exc, "could not record metrics for job %s", job_id, level=logging.WARNING)
 
 
 async def _job_row(services: Services, job_id: str) -> tuple[str, str] | None:

@@ -17,7 +17,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "last_billing_admin_refused": (
         "A change was refused: it would remove the last Administrator with Billing",
         "Hello,\n\n{actor} tried to {attempt} {target}. It was refused because the organization would be "
-        "left without an active Administrator with Billing.\n",
+        "left without {left_without}.\n",
     ),
 }
 

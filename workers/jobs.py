@@ -18,6 +18,7 @@ from service.adapters import orm
 from service.adapters.jobs import ClaimedJob, JobOutcome
 from service.bootstrap import Services
 from service.domain.model import now
+from service.logging import log_error
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,8 @@ async def run_row(ctx: dict[str, Any], job_id: str, work: RowWork) -> Any:
     try:
         result = await work(services, row)
     except Exception as exc:
-        error = "".join(traceback.format_exception_only(exc)).strip()
         if row.tries >= services.settings.job_max_tries:
-            log.error("job %s (%s) is dead after %d tries: %s", job_id, row.function, row.tries, error)
+            log_error(log, exc, "job %s (%s) is dead after %d tries", job_id, row.function, row.tries)
             await _finish(ctx, row, "dead", error=traceback.format_exc())
             return "dead"
         delay = backoff(row.tries)

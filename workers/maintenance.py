@@ -1,5 +1,6 @@
-"""Housekeeping for workers: Directory Insights retention (a cron job), and the hooks around every
-job run that give its log lines the job's correlation id and count it in the job metrics."""
+"""Housekeeping for workers: Directory Insights retention and expired Idempotency-Keys (cron
+jobs), and the hooks around every job run that give its log lines the job's correlation id and
+count it in the job metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service import metrics
-from service.adapters.orm import insights_events
+from service.adapters.orm import IDEMPOTENCY_KEY_LIFETIME, idempotency_keys, insights_events
 from service.bootstrap import Services
 from service.domain.model import now
 from service.logging import bind_job
@@ -69,6 +70,23 @@ async def _purge_organization(services: Services, org_id: str, cutoff: datetime,
 async def purge_insights(ctx: dict[str, Any]) -> int:
     """Cron: Directory Insights retention (``ADMINLINK_INSIGHTS_RETENTION_DAYS``)."""
     return await purge_expired_insights(ctx["services"])
+
+
+async def purge_expired_idempotency_keys(services: Services) -> int:
+    """Deletes the stored answers of Idempotency-Keys past their lifetime: a retry then is a new
+    request anyway, and an answer may carry a secret shown once (sealed, but kept no longer)."""
+    table = idempotency_keys
+    async with services.session_factory() as session, session.begin():
+        result = await session.execute(sa.delete(table).where(table.c.created_at < now() - IDEMPOTENCY_KEY_LIFETIME))
+    removed = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if removed:
+        log.info("removed %d expired Idempotency-Keys", removed, extra={"removed": removed})
+    return removed
+
+
+async def purge_idempotency_keys(ctx: dict[str, Any]) -> int:
+    """Cron: Idempotency-Keys older than 24 hours."""
+    return await purge_expired_idempotency_keys(ctx["services"])
 
 
 async def on_job_start(ctx: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from service import config
 from service.adapters.queue import deserialize, serialize
 from service.bootstrap import build
 from workers.jobs import end_sessions, reconcile_jobs, send_email
-from workers.maintenance import after_job_end, on_job_start, purge_insights
+from workers.maintenance import after_job_end, on_job_start, purge_idempotency_keys, purge_insights
 from workers.webhook_jobs import apply_webhook
 
 FUNCTIONS = [end_sessions, send_email, apply_webhook]
@@ -38,7 +38,8 @@ def worker_options(settings: config.Settings) -> dict[str, Any]:
     return {
         "functions": FUNCTIONS,
         "cron_jobs": [cron(reconcile_jobs, second={0, 30}, run_at_startup=True, unique=True),
-                      cron(purge_insights, minute=17, second=0, unique=True)],
+                      cron(purge_insights, minute=17, second=0, unique=True),
+                      cron(purge_idempotency_keys, minute=47, second=0, unique=True)],
         "queue_name": settings.queue_name,
         "poll_delay": settings.job_poll_delay,
         "max_jobs": settings.job_max_jobs,

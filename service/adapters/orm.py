@@ -6,6 +6,8 @@ Migrations (``service/adapters/migrations``) create exactly these tables on SQLi
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import sqlalchemy as sa
 from sqlalchemy.orm import registry
 
@@ -237,6 +239,11 @@ jobs = sa.Table(
     sa.Index("ix_jobs_status_created", "status", "created_at"),
     sa.Index("ix_jobs_org_created", "organization_id", "created_at"),
 )
+
+# A stored answer is replayed this long (as Stripe does); a retry after it is a new request, and
+# a cleanup job (workers/maintenance.py) deletes the row. ``response`` holds the answer sealed
+# with the service's secret box: answers carry secrets shown once (API keys, tokens, TOTP seeds).
+IDEMPOTENCY_KEY_LIFETIME = timedelta(hours=24)
 
 idempotency_keys = sa.Table(
     "idempotency_keys",

@@ -132,8 +132,10 @@ class Admins:
         )
         return {email: user_id for email, user_id in await self.session.execute(query)}
 
-    async def other_capable_billing_admins(self, org_id: str, excluding_admin_id: str, at: datetime) -> int:
-        """Administrators with Billing other than ``excluding_admin_id`` that can still sign in."""
+    async def other_capable_billing_admins(self, org_id: str, excluding_admin_id: str, at: datetime, *,
+                                           with_api_access: bool = False) -> int:
+        """Administrators with Billing other than ``excluding_admin_id`` that can still sign in
+        (and, ``with_api_access``, use the management API)."""
         a, u = orm.admins, orm.users
         user_can_sign_in = sa.and_(
             u.c.state == UserState.ACTIVATED.value,
@@ -154,6 +156,8 @@ class Admins:
                 ),
             )
         )
+        if with_api_access:
+            query = query.where(a.c.api_access.is_(True))
         return int(await self.session.scalar(query) or 0)
 
 

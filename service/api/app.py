@@ -23,7 +23,7 @@ from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.model import as_utc, now
-from service.logging import request_log_middleware
+from service.logging import log_error, request_log_middleware, route_of
 from service.metrics import metrics_middleware
 from webhooks import receivers, scim
 
@@ -62,14 +62,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         })
     except OUTAGES as outage:
         if isinstance(outage, sa.exc.DBAPIError) and not _lost_connection(outage):
-            log.exception("unhandled database error on %s %s", request.method, request.path)
+            log_error(log, outage, "unhandled database error on %s %s", request.method, route_of(request))
             return web.json_response(error_body("internal_error", "internal error"), status=500)
         log.warning("%s %s: %s unavailable (%s)", request.method, request.path,
                     "Redis" if isinstance(outage, REDIS_OUTAGES) else "the database", type(outage).__name__)
         return web.json_response(error_body("temporarily_unavailable", "a backing service is unavailable; "
                                             "try again shortly"), status=503, headers={"Retry-After": "5"})
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+    except Exception as exc:  # asyncpg's own errors (service/adapters/direct.py) come here
+        log_error(log, exc, "unhandled error on %s %s", request.method, route_of(request))
         return web.json_response(error_body("internal_error", "internal error"), status=500)
 
 

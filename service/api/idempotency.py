@@ -2,18 +2,22 @@
 
 The key is reserved (committed) before the request runs, so a concurrent retry is told the first
 is still running instead of applying twice. A key reused for a different request is refused.
+The answer is kept sealed with the service's secret box (answers show secrets once: API keys,
+tokens, TOTP seeds) and replayed for 24 hours; after that the key is a new one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.adapters.crypto import SecretBox
+from service.adapters.orm import IDEMPOTENCY_KEY_LIFETIME
 from service.adapters.orm import idempotency_keys as table
 from service.api.context import ACTOR, actor_of, services_of
 from service.api.errors import ApiError, status_for, to_response
@@ -65,6 +69,8 @@ async def _reserve(request: web.Request, where: Where, key: str, fingerprint: st
             return None
         except IntegrityError:
             pass
+        if await _renew_expired(session, where, fingerprint):
+            return None
         seen = (await session.execute(sa.select(table).where(*where))).one()
     if seen.request_fingerprint != fingerprint:
         raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for another request")
@@ -73,17 +79,39 @@ async def _reserve(request: web.Request, where: Where, key: str, fingerprint: st
     replayed = {"Idempotent-Replayed": "true"}
     if seen.response is None:  # e.g. 204 No Content
         return web.Response(status=seen.status_code, headers=replayed)
+    if isinstance(seen.response, str):
+        body = services_of(request).box.open(seen.response)
+        return web.Response(text=body, content_type="application/json", status=seen.status_code, headers=replayed)
+    # Kept before answers were sealed: replayed as it is until the cleanup job deletes it.
     return web.json_response(seen.response, status=seen.status_code, headers=replayed)
+
+
+async def _renew_expired(session: AsyncSession, where: Where, fingerprint: str) -> bool:
+    """Takes over a key whose answer has expired, as if it were new. One conditional update:
+    of two concurrent retries, only one finds the row still expired."""
+    async with session.begin():
+        renewed = await session.execute(
+            sa.update(table).where(*where, table.c.created_at < now() - IDEMPOTENCY_KEY_LIFETIME)
+            .values(request_fingerprint=fingerprint, status_code=None, response=None, created_at=now()))
+    return bool(renewed.rowcount)  # type: ignore[attr-defined]
 
 
 async def _remember(request: web.Request, where: Where, response: web.StreamResponse) -> None:
     if not isinstance(response, web.Response) or response.status >= 500:
         await _forget(request, where)
         return
-    body = response.body if isinstance(response.body, bytes) else b""
-    payload = json.loads(body) if body and response.content_type == "application/json" else None
+    sealed = _sealed_body(services_of(request).box, response)
     async with services_of(request).session_factory() as session, session.begin():
-        await session.execute(sa.update(table).where(*where).values(status_code=response.status, response=payload))
+        await session.execute(sa.update(table).where(*where).values(status_code=response.status, response=sealed))
+
+
+def _sealed_body(box: SecretBox, response: web.Response) -> str | None:
+    """A JSON answer's body, sealed: every one is, so nothing depends on knowing which carry a
+    secret. Other answers (204 No Content) are replayed without a body."""
+    body = response.body if isinstance(response.body, bytes) else b""
+    if not body or response.content_type != "application/json":
+        return None
+    return box.seal(body.decode())
 
 
 async def _forget(request: web.Request, where: Where) -> None:

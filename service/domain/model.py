@@ -252,6 +252,16 @@ def ensure_not_last_billing_admin(admin: Admin, other_capable_billing_admins: in
         )
 
 
+def ensure_not_last_billing_api_access(admin: Admin, other_capable_billing_admins_with_api_access: int) -> None:
+    """Only an Administrator with Billing manages admins, and the management API needs API
+    access: without one that has both, every automation of the organization stops for good."""
+    if admin.role == Role.BILLING and admin.api_access and other_capable_billing_admins_with_api_access == 0:
+        raise Conflict(
+            "last_billing_admin",
+            "this change would leave the organization without an Administrator with Billing that has API access",
+        )
+
+
 def require_acknowledgement(acknowledge: object) -> None:
     if acknowledge is not True:
         raise InvalidRequest(

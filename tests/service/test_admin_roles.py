@@ -198,6 +198,30 @@ async def test_last_billing_admin_is_never_removed(api: Api, services: Services,
     assert {n.recipient for n in notices} == {spare["email"]}
 
 
+async def test_last_billing_admin_with_api_access_keeps_it(api: Api, services: Services, org: Org) -> None:
+    # Another Billing admin can sign in, but without API access it cannot run the management API.
+    user = await api.user()
+    portal_only = await api.ok("POST", "/api/v1/admins/from-user",
+                               {"user_id": user["id"], "role": Role.BILLING.value, "api_access": False})
+    before = await snapshot(services, org.id)
+    status, error = await api.call("PATCH", f"/api/v1/admins/{org.admin_id}", {"api_access": False})
+    assert (status, error["error"]["code"]) == (409, "last_billing_admin")
+    assert await snapshot(services, org.id) == before
+    assert (await api.get("/api/v1/users"))[0] == 200  # the key still works
+    refused = [r for r in await records(services, org.id) if not r["success"]]
+    assert [(r["event_type"], r["resource"]["id"]) for r in refused] == [("admin_update", org.admin_id)]
+    async with services.session_factory() as session:
+        notices = (await session.execute(sa.select(orm.mail_outbox.c.recipient, orm.mail_outbox.c.body).where(
+            orm.mail_outbox.c.organization_id == org.id,
+            orm.mail_outbox.c.subject.like("%last Administrator with Billing%")))).all()
+    assert [n.recipient for n in notices] == [portal_only["email"]]
+    assert "turn off API access of" in notices[0].body and "has API access" in notices[0].body
+    # Once another Billing admin has API access, the first may give its own up.
+    await api.ok("PATCH", f"/api/v1/admins/{portal_only['id']}", {"api_access": True})
+    turned_off = await api.ok("PATCH", f"/api/v1/admins/{org.admin_id}", {"api_access": False})
+    assert turned_off["api_access"] is False
+
+
 async def api_as_new_key(services: Services, api: Api, admin_id: str) -> str:
     return str((await api.ok("POST", f"/api/v1/admins/{admin_id}/api-keys"))["key"])
 

@@ -14,6 +14,7 @@ from service.domain.model import (
     User,
     UserState,
     ensure_not_last_billing_admin,
+    ensure_not_last_billing_api_access,
     now,
     require_acknowledgement,
 )
@@ -102,6 +103,19 @@ def test_last_billing_admin_is_kept() -> None:
     ensure_not_last_billing_admin(billing, other_capable_billing_admins=1)
     billing.role = Role.MANAGER
     ensure_not_last_billing_admin(billing, other_capable_billing_admins=0)
+
+
+def test_last_billing_admin_with_api_access_keeps_it() -> None:
+    billing = classic_admin()
+    billing.role, billing.api_access = Role.BILLING, True
+    with pytest.raises(Conflict) as refused:
+        ensure_not_last_billing_api_access(billing, other_capable_billing_admins_with_api_access=0)
+    assert refused.value.code == "last_billing_admin"
+    ensure_not_last_billing_api_access(billing, other_capable_billing_admins_with_api_access=1)
+    billing.api_access = False  # nothing to lose
+    ensure_not_last_billing_api_access(billing, other_capable_billing_admins_with_api_access=0)
+    billing.role, billing.api_access = Role.ADMINISTRATOR, True
+    ensure_not_last_billing_api_access(billing, other_capable_billing_admins_with_api_access=0)
 
 
 @pytest.mark.parametrize("value", [None, False, "true", 1])

@@ -22,6 +22,7 @@ from service.api.context import services_of
 from service.api.inputs import UNSTORABLE, strict_json, unstorable_text
 from service.domain.commands import Actor, Command
 from service.domain.errors import DomainError
+from service.logging import log_error, route_of
 from service.provisioning import VersionMismatch
 from webhooks.scim import errors
 from webhooks.scim.errors import ScimError
@@ -91,8 +92,8 @@ def endpoint(handler: ScimHandler) -> Callable[[web.Request], Awaitable[web.Stre
             if exc.status < 400:
                 raise
             return errors.error_response(exc.status, exc.reason)
-        except Exception:
-            log.exception("unhandled error on SCIM %s %s", request.method, request.path)
+        except Exception as exc:
+            log_error(log, exc, "unhandled error on SCIM %s %s", request.method, route_of(request))
             return errors.error_response(500, "internal error")
 
     return run
