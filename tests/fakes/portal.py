@@ -49,15 +49,19 @@ class Portal:
             headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.device_cookies.items())
         return headers
 
+    def _forget_shared_device_cookies(self) -> None:
+        self.client.session.cookie_jar.clear(lambda morsel: morsel.key.startswith(DEVICE_COOKIE_PREFIX))
+
     def _keep_device_cookies(self, response: ClientResponse) -> None:
         for name, morsel in response.cookies.items():
             if name.startswith(DEVICE_COOKIE_PREFIX):
                 self.device_cookies[name] = morsel.value
-        self.client.session.cookie_jar.clear(lambda morsel: morsel.key.startswith(DEVICE_COOKIE_PREFIX))
+        self._forget_shared_device_cookies()
 
     async def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
         if self.mobile and isinstance(body, dict):
             body = {"client": "mobile", **body}
+        self._forget_shared_device_cookies()  # one set by a request made without a Portal
         response = await self.client.request(method, path, json=body, headers={**self.headers(), **headers})
         self._keep_device_cookies(response)
         text = await response.text()
