@@ -76,8 +76,12 @@ async def test_an_attacker_without_the_cookie_cannot_lock_the_user_out(api: Api,
     assert not row.account_locked and row.failed_logins == 0
     assert await unfamiliar_failures(services, user["email"]) == 10
 
-    # The user's known device signs in with the right password and MFA, in both portals.
+    # The user's known device is never blocked: a typo there is a failure as before, that counts
+    # toward the lock; with the right password and MFA it signs in, in both portals.
+    assert generic_refusal(*await laptop.login(user["email"], WRONG))
+    assert (await user_row(services, user["id"])).failed_logins == 1
     await laptop.sign_in_with_totp(user["email"], secret)
+    assert (await user_row(services, user["id"])).failed_logins == 0
     await laptop.sign_in_with_totp(user["email"], secret, portal="user", code=next_code(secret))
     # A new device of the user is an unfamiliar client too, in any organization asked for.
     phone = Portal(client, mobile=True, useragent="the user's new phone")
