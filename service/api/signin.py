@@ -4,7 +4,7 @@ and the organization's Duo settings (management API).
 
 Routes only translate HTTP; the flows live in ``service.signin``. Browsers get an HttpOnly,
 SameSite=Lax cookie per portal; a client that sends ``"client": "mobile"`` gets a bearer token
-in the answer instead.
+in the answer instead. Both get the known-device cookie after a sign-in with MFA.
 """
 
 from __future__ import annotations
