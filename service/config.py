@@ -54,6 +54,12 @@ class Settings:
     webauthn_origins: tuple[str, ...] = ("http://localhost:8080",)
     webauthn_attestation_roots: Path | None = None
     lockout_threshold: int = 10
+    # Smart lockout (docs/signin.md): the known-device cookie, the block of unfamiliar clients,
+    # and the delays after failures (base * 2^(n-1) after the n-th, at most the cap).
+    known_device_days: int = 90
+    signin_unfamiliar_block_seconds: int = 1800
+    signin_delay_base_seconds: float = 0.25
+    signin_delay_cap_seconds: float = 8.0
     signin_challenge_seconds: int = 300
     signin_rate_window_seconds: int = 300
     signin_rate_per_account: int = 20
@@ -181,6 +187,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         webauthn_origins=_origins(env, public.origin),
         webauthn_attestation_roots=_path(env, "WEBAUTHN_ATTESTATION_ROOTS"),
         lockout_threshold=_positive(env, "LOCKOUT_THRESHOLD", 10),
+        known_device_days=_positive(env, "KNOWN_DEVICE_DAYS", 90),
+        signin_unfamiliar_block_seconds=_positive(env, "SIGNIN_UNFAMILIAR_BLOCK_SECONDS", 1800),
+        signin_delay_base_seconds=_seconds(env, "SIGNIN_DELAY_BASE_SECONDS", 0.25),
+        signin_delay_cap_seconds=_seconds(env, "SIGNIN_DELAY_CAP_SECONDS", 8.0),
         signin_challenge_seconds=_positive(env, "SIGNIN_CHALLENGE_SECONDS", 300),
         signin_rate_window_seconds=_positive(env, "SIGNIN_RATE_WINDOW_SECONDS", 300),
         signin_rate_per_account=_positive(env, "SIGNIN_RATE_PER_ACCOUNT", 20),
@@ -206,6 +216,17 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     value = _int(env, name, default)
     if value < 1:
         raise ConfigError(f"{PREFIX}{name} must be at least 1")
+    return value
+
+
+MAX_SIGNIN_DELAY = 60.0  # an answer held back longer would only tie up connections
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A sign-in delay: 0 (none) up to a minute."""
+    value = _float(env, name, default)
+    if not 0 <= value <= MAX_SIGNIN_DELAY:
+        raise ConfigError(f"{PREFIX}{name} must be between 0 and {MAX_SIGNIN_DELAY:g} seconds")
     return value
 
 

@@ -29,15 +29,18 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+def derive_key(secret_key: bytes, purpose: bytes) -> bytes:
+    """A 256-bit key for one purpose, derived from the service's secret key (HKDF-SHA256): each
+    use gets its own key, so no two uses can ever be played against each other."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret_key)
+
+
 class SecretBox:
     """Encrypts secrets (TOTP seeds, Duo and webhook secrets) with a key derived from the
     service's secret key, so a database dump alone does not reveal them."""
 
     def __init__(self, secret_key: bytes) -> None:
-        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"adminlink secret box").derive(
-            secret_key
-        )
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._fernet = Fernet(base64.urlsafe_b64encode(derive_key(secret_key, b"adminlink secret box")))
 
     def seal(self, plaintext: str) -> str:
         return self._fernet.encrypt(plaintext.encode()).decode()

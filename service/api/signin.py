@@ -4,7 +4,7 @@ and the organization's Duo settings (management API).
 
 Routes only translate HTTP; the flows live in ``service.signin``. Browsers get an HttpOnly,
 SameSite=Lax cookie per portal; a client that sends ``"client": "mobile"`` gets a bearer token
-in the answer instead.
+in the answer instead. Both get the known-device cookie after a sign-in with MFA.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from service.api.auth import PORTAL_COOKIES, USER_COOKIE, bearer_token, current_
 from service.api.context import actor_of, services_of
 from service.api.errors import bad_request, error_body
 from service.domain.model import Admin, User
-from service.signin import devices, duo_settings, passwords
+from service.signin import devices, duo_settings, known_devices, passwords
 from service.signin.challenges import ADMIN_LOGIN, STEP_UP, USER_LOGIN
 from service.signin.enrollment import Enrollment
 from service.signin.errors import RateLimited, Unavailable
@@ -61,7 +61,8 @@ def client_info(request: web.Request, data: dict[str, Any] | None = None) -> Cli
         # Behind one trusted proxy: the last address it appended is the client it saw.
         forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
         ip = forwarded[-1] if forwarded else ip
-    return ClientInfo(ip, request.headers.get("User-Agent", "")[:500] or None, kind)
+    return ClientInfo(ip, request.headers.get("User-Agent", "")[:500] or None, kind,
+                      known_devices.device_cookies(request.cookies))
 
 
 def session_body(session: Session, identity: Admin | User) -> dict[str, Any]:
@@ -84,12 +85,18 @@ def answer(request: web.Request, result: MfaRequired | SignedIn | Pending) -> we
         return web.json_response({"status": "pending", "push_id": result.push_id, "expires_in": result.expires_in},
                                  status=202)
     body: dict[str, Any] = {"status": "signed_in", "session": session_body(result.session, result.identity)}
+    settings = services_of(request).settings
     if result.client == "mobile":
-        body["token"] = result.token  # the admin mobile app keeps it; no cookie
-        return web.json_response(body)
-    response = web.json_response(body)
-    response.set_cookie(PORTAL_COOKIES[result.session.portal], result.token, httponly=True, samesite="Lax",
-                        secure=services_of(request).settings.cookie_secure, path="/")
+        body["token"] = result.token  # the admin mobile app keeps it; no session cookie
+        response = web.json_response(body)
+    else:
+        response = web.json_response(body)
+        response.set_cookie(PORTAL_COOKIES[result.session.portal], result.token, httponly=True, samesite="Lax",
+                            secure=settings.cookie_secure, path="/")
+    if result.device_cookie is not None:  # web and mobile alike: the app keeps it in its cookie store
+        name, value = result.device_cookie
+        response.set_cookie(name, value, httponly=True, samesite="Lax", secure=settings.cookie_secure,
+                            path=known_devices.COOKIE_PATH, max_age=settings.known_device_days * 86400)
     return response
 
 

@@ -24,8 +24,9 @@ class Unavailable(DomainError):
 class RateLimited(DomainError):
     kind = "rate_limited"
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__("rate_limited", "too many sign-in attempts; wait before trying again")
+    def __init__(self, retry_after: int, code: str = "rate_limited",
+                 message: str = "too many sign-in attempts; wait before trying again") -> None:
+        super().__init__(code, message)
         self.retry_after = retry_after
 
 
@@ -46,3 +47,13 @@ def go_not_allowed() -> Forbidden:
         "go_not_allowed",
         "Go opens the admin portal only from a user-portal session that was itself signed in with Go",
     )
+
+
+class UnfamiliarBlocked(RateLimited):
+    """Too many failures on this email from clients without its known-device cookie: such clients
+    are held off for a while; a familiar client still signs in (docs/signin.md)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after, "unfamiliar_client_blocked",
+                         "too many failed sign-ins for this account from unfamiliar devices; sign in from a "
+                         "device that signed in to it before, or wait")

@@ -7,7 +7,11 @@ A flow's steps:
 2. who is signing in (``lookup``), the password or credential checked,
 3. whether this identity may open the portal (``rules``), each refusal with its own code,
 4. a short-lived challenge naming the factors, completed by exactly one factor,
-5. the session, opened in Redis with the identity's auth epoch.
+5. the session, opened in Redis with the identity's auth epoch, and the known-device cookie.
+
+Failures are counted apart for familiar clients (with the identity's known-device cookie: they
+count toward the user's lockout) and unfamiliar ones (a temporary block of unfamiliar clients
+only), and each failure's answer waits longer than the last (``smart_lockout``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from service.config import Settings
 from service.domain.commands import Actor
 from service.domain.errors import Conflict, InvalidRequest
 from service.domain.model import Admin, Role, User, now
-from service.signin import duo_settings, lockout, lookup, records, rules, verify
+from service.signin import duo_settings, known_devices, lockout, lookup, records, rules, smart_lockout, verify
 from service.signin.challenges import (
     ADMIN_LOGIN,
     GO,
@@ -53,6 +57,7 @@ from service.signin.errors import (
 from service.signin.lookup import Who
 from service.signin.pushes import PENDING, PushRequest, PushStore
 from service.signin.records import ADMIN_PORTAL, USER_PORTAL, ClientInfo
+from service.signin.smart_lockout import Lane, SmartLockout
 from service.signin.throttle import Throttle, account_key, user_key
 from service.signin.verify import Outcome
 
@@ -70,6 +75,7 @@ class SignedIn:
     session: Session
     identity: Admin | User
     client: str  # web | mobile
+    device_cookie: tuple[str, str] | None = None  # (name, value) after a sign-in with MFA
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,11 @@ class Pending:
 @functools.cache
 def relying_party(settings: Settings) -> wa.RelyingParty:
     return wa.RelyingParty.from_settings(settings)
+
+
+@functools.cache
+def known_device_cookies(settings: Settings) -> known_devices.KnownDevices:
+    return known_devices.KnownDevices(settings.secret_key, settings.known_device_days * 86400)
 
 
 def _system(org_id: str) -> Actor:
@@ -98,6 +109,10 @@ class Signin:
         self.pushes = PushStore(services.redis, settings.push_ttl_seconds)
         self.throttle = Throttle(services.redis, settings.signin_rate_window_seconds,
                                  settings.signin_rate_per_account, settings.signin_rate_per_ip)
+        self.smart = SmartLockout(services.redis, settings.lockout_threshold,
+                                  settings.signin_unfamiliar_block_seconds, settings.signin_delay_base_seconds,
+                                  settings.signin_delay_cap_seconds)
+        self.devices = known_device_cookies(settings)
         self.rp = relying_party(settings)
         self.duo = DuoGateway(settings.duo_redirect_uri, settings.duo_ca_bundle, settings.duo_api_hosts)
 
@@ -108,25 +123,28 @@ class Signin:
         await self.throttle.hit(ip=client.ip, account=account_key(email, org_id))
         async with self.services.session_factory() as session:
             who = await lookup.resolve(session, portal, email, org_id)
+        # An unknown email is an unfamiliar lane like any other, so the block tells nothing.
+        lane = self._lane(who, client) if who else smart_lockout.unfamiliar(email)
+        await self.smart.ensure_open(lane)  # before the password: a blocked lane is no oracle
         # Argon2 is slow on purpose; it runs off the event loop. An unknown email is checked
         # against a dummy hash, so it takes as long as a wrong password.
         right = await asyncio.to_thread(verify_password, who.password_hash if who else None, password)
-        if who is None:
-            raise invalid_credentials()
-        if not right:
-            await self._record_failure(who, portal, client, None, Outcome(False))
+        if who is None or not right:
+            if who is not None:
+                await self._record_failure(who, portal, client, None, Outcome(False), lane)
+            await self._slow_down(lane)
             raise invalid_credentials()
         await self._ensure_allowed(who, portal, client, None)
         factors = await self._factors(who, portal)
         if not factors:
             if portal == USER_PORTAL:  # a user without MFA signs in to the user portal to enroll
-                return await self._succeed_without_factor(who, client)
+                return await self._succeed_without_factor(who, client, lane)
             await self._record(who, portal, client, None, success=False, error_code="mfa_not_enrolled")
             raise Conflict("mfa_not_enrolled", "the admin portal needs an MFA factor; enroll one in the user portal")
         purpose = ADMIN_LOGIN if portal == ADMIN_PORTAL else USER_LOGIN
         return await self._challenge(purpose, who, portal, factors, client)
 
-    async def _succeed_without_factor(self, who: Who, client: ClientInfo) -> SignedIn:
+    async def _succeed_without_factor(self, who: Who, client: ClientInfo, lane: Lane) -> SignedIn:
         async with self.services.uow(_system(who.organization_id)) as uow:
             assert who.user is not None
             user = await uow.users.get(who.organization_id, who.user.id, for_update=True)
@@ -138,6 +156,7 @@ class Signin:
             uow.collect(*records.attempts(uow.actor, USER_PORTAL, user=user, admin=None, success=True,
                                           factor="password"))
             await uow.commit()
+        await self.smart.clear(lane)
         return await self.open_session(who, USER_PORTAL, "password", client.kind)
 
     async def _factors(self, who: Who, portal: str) -> list[str]:
@@ -167,6 +186,20 @@ class Signin:
 
     # --- refusals, failures and records -----------------------------------------------------
 
+    def _lane(self, who: Who, client: ClientInfo) -> Lane:
+        """Where this client's failures on this identity count: its familiar lane when the client
+        carries the identity's known-device cookie, else the unfamiliar lane of its email."""
+        subject = known_devices.subject(who)
+        if self.devices.recognises(dict(client.device_cookies), subject):
+            return smart_lockout.familiar(subject)
+        identity = who.user or who.admin
+        assert identity is not None
+        return smart_lockout.unfamiliar(identity.email)
+
+    async def _slow_down(self, lane: Lane) -> None:
+        """Counts a failure in its lane, then holds its answer back for the lane's delay."""
+        await smart_lockout.hold_back(await self.smart.count(lane))
+
     async def _ensure_allowed(self, who: Who, portal: str, client: ClientInfo, factor: str | None) -> None:
         refusal = rules.refusal(who, portal)
         if refusal is not None:
@@ -182,22 +215,23 @@ class Signin:
             await uow.commit()
 
     async def _record_failure(self, who: Who, portal: str, client: ClientInfo, factor: str | None,
-                              outcome: Outcome) -> None:
+                              outcome: Outcome, lane: Lane) -> None:
         async with self.services.uow(_system(who.organization_id)) as uow:
-            await self._count_failure(uow, who, portal, client, factor, outcome)
+            await self._count_failure(uow, who, portal, client, factor, outcome, lane)
             await uow.commit()
 
     async def _count_failure(self, uow: UnitOfWork, who: Who, portal: str, client: ClientInfo,
-                             factor: str | None, outcome: Outcome) -> None:
-        """One more consecutive failure on the user (a classic admin has no user: rate limits
-        guard it), the lockout when it reaches the threshold, and the records."""
+                             factor: str | None, outcome: Outcome, lane: Lane) -> None:
+        """The records, and, from a familiar client, one more consecutive failure on the user and
+        the lockout when it reaches the threshold (a classic admin has no user: rate limits and
+        delays guard it). An unfamiliar client's failures count in its lane only (``_slow_down``)."""
         user = who.user
         if user is not None:
             user = await uow.users.get(who.organization_id, user.id, for_update=True) or user
         uow.actor = records.actor_for(who.organization_id, portal, client, user=user, admin=who.admin)
         uow.collect(*records.attempts(uow.actor, portal, user=user, admin=who.admin, success=False,
                                       factor=factor, error_code=outcome.record_code))
-        if user is not None and outcome.counts:
+        if user is not None and outcome.counts and lane.familiar:
             await lockout.count_failure(uow, user, self.settings.lockout_threshold)
 
     # --- challenges: start a factor, complete with it ---------------------------------------
@@ -312,11 +346,15 @@ class Signin:
         await self.throttle.hit(ip=client.ip, account=self._account(challenge))
         async with self.services.uow(_system(challenge.organization_id)) as uow:
             who = await self._reload(uow, key, challenge, client, factor)
+            lane = self._lane(who, client)
+            await self.smart.ensure_open(lane)
             outcome = await self._check(uow, challenge, who, factor, proof, push, push_status)
             if not outcome.ok:
-                await self._count_failure(uow, who, challenge.portal, client, factor, outcome)
+                await self._count_failure(uow, who, challenge.portal, client, factor, outcome, lane)
                 await uow.commit()
                 await self._after_failure(key, challenge)
+                if outcome.counts:
+                    await self._slow_down(lane)
                 if outcome.record_code == "push_expired":
                     raise Unauthorized("push_expired", "the push was not answered in time; send a new one")
                 raise invalid_credentials()
@@ -329,7 +367,8 @@ class Signin:
             await uow.commit()
         if push is not None:
             await self.pushes.finish(push)
-        return await self.open_session(who, challenge.portal, factor, challenge.client)
+        await self.smart.clear(lane)
+        return await self.open_session(who, challenge.portal, factor, challenge.client, remember_device=True)
 
     async def _push_state(self, key: str, challenge: Challenge) -> tuple[PushRequest, str]:
         push = await self.pushes.get(challenge.push_id) if challenge.push_id else None
@@ -394,14 +433,18 @@ class Signin:
 
     # --- sessions ---------------------------------------------------------------------------
 
-    async def open_session(self, who: Who, portal: str, factor: str, client_kind: str) -> SignedIn:
+    async def open_session(self, who: Who, portal: str, factor: str, client_kind: str, *,
+                           remember_device: bool = False) -> SignedIn:
+        """The session; with ``remember_device`` (a sign-in completed with MFA) also the
+        known-device cookie that makes this client familiar to the identity."""
         identity: Admin | User | None = who.admin if portal == ADMIN_PORTAL else who.user
         assert identity is not None
         kind = "admin" if portal == ADMIN_PORTAL else "user"
         session = Session(kind, identity.id, who.organization_id, identity.auth_epoch, portal, factor,
                           now().isoformat())
         token = await self.services.sessions.open(session)
-        return SignedIn(token, session, identity, client_kind)
+        device = self.devices.issue(known_devices.subject(who)) if remember_device else None
+        return SignedIn(token, session, identity, client_kind, device)
 
     # --- step-up: the admin portal from a user-portal session --------------------------------
 
@@ -449,15 +492,19 @@ class Signin:
                 raise invalid_credentials()
             who = Who(org_id, user, None)
             uow.actor = records.actor_for(org_id, USER_PORTAL, client, user=user, admin=None)
+            lane = self._lane(who, client)
+            await self.smart.ensure_open(lane)
             assert challenge.webauthn_challenge is not None
             outcome = await verify.check_assertion(uow.session, self.rp, org_id, user_id, wa.PLATFORM, credential,
                                                    challenge.webauthn_challenge)
             if outcome.ok and wa.user_handle_of(credential) not in (None, user.id):
                 outcome = Outcome(False, "webauthn_user_mismatch")
             if not outcome.ok:
-                await self._count_failure(uow, who, USER_PORTAL, client, GO, outcome)
+                await self._count_failure(uow, who, USER_PORTAL, client, GO, outcome, lane)
                 await uow.commit()
                 await self._after_failure(key, challenge)
+                if outcome.counts:
+                    await self._slow_down(lane)
                 raise invalid_credentials()
             refusal = rules.refusal(who, USER_PORTAL)
             if refusal is not None:
@@ -470,7 +517,8 @@ class Signin:
             user.record_successful_login()
             uow.collect(*records.attempts(uow.actor, USER_PORTAL, user=user, admin=None, success=True, factor=GO))
             await uow.commit()
-        return await self.open_session(who, USER_PORTAL, GO, challenge.client)
+        await self.smart.clear(lane)
+        return await self.open_session(who, USER_PORTAL, GO, challenge.client, remember_device=True)
 
     async def _platform_credential_owner(self, credential: Any) -> tuple[str, str] | None:
         """The one lookup of Go not scoped to an organization: the credential id names it."""

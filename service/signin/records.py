@@ -28,6 +28,9 @@ class ClientInfo:
     ip: str | None
     useragent: str | None
     kind: str = "web"  # web: cookie | mobile: bearer token
+    # The known-device cookies the client sent, (name, value): whether it is familiar to an
+    # identity is decided once the identity is known (known_devices).
+    device_cookies: tuple[tuple[str, str], ...] = ()
 
 
 def actor_for(org_id: str, portal: str, client: ClientInfo, *, user: User | None, admin: Admin | None,

@@ -19,7 +19,9 @@ from service.adapters.sessions import PREFIX as SESSION_PREFIX
 from service.api.app import create_app
 from service.bootstrap import Services
 from service.domain.model import Role, User
+from service.signin import smart_lockout
 from service.signin.errors import GENERIC
+from service.signin.flows import Signin
 from tests.conftest import Api, Org, bootstrap_org
 from tests.fakes.portal import USER_PASSWORD, Portal, next_code, previous_code, signin_settings
 
@@ -59,6 +61,11 @@ async def admin_portal_rows(services: Services, org_id: str) -> list[tuple[str, 
 async def user_row(services: Services, user_id: str) -> Any:
     async with services.session_factory() as session:
         return (await session.execute(sa.select(orm.users).where(orm.users.c.id == user_id))).one()
+
+
+async def unfamiliar_failures(services: Services, email: str) -> int:
+    """The consecutive failures of clients without the known-device cookie on this email."""
+    return await Signin(services).smart.failures(smart_lockout.unfamiliar(email))
 
 
 async def linked_admin(api: Api, role: Role = Role.MANAGER) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -255,21 +262,22 @@ async def test_bad_input_is_a_clear_4xx_and_changes_nothing(api: Api, services: 
 # --- lockout -------------------------------------------------------------------------------------
 
 
-async def test_ten_consecutive_failures_lock_the_user_until_unlocked(api: Api, services: Services, org: Org,
-                                                                     client: TestClient) -> None:
+async def test_ten_consecutive_failures_from_a_familiar_client_lock_the_user_until_unlocked(
+        api: Api, services: Services, org: Org, client: TestClient) -> None:
+    """The lockout counts the failures of clients that carry the user's known-device cookie (an
+    unfamiliar client's failures do not lock: test_signin_smart_lockout.py)."""
     user, admin = await linked_admin(api)
+    secret = user["totp_secret"]
     app = Portal(client, mobile=True)
+    await app.sign_in_with_totp(user["email"], secret, code=previous_code(secret))  # now a known device
     for _ in range(8):
         assert generic_refusal(*await app.login(user["email"], "wrong password entirely"))
     challenge = await app.challenge(user["email"])  # a right password does not reset the count...
     assert generic_refusal(*await app.totp(ADMIN, challenge["challenge_id"], "", code="000000"))
     assert (await user_row(services, user["id"])).failed_logins == 9
-    secret = user["totp_secret"]
-    status, _ = await app.totp(ADMIN, challenge["challenge_id"], secret, previous_code(secret))
-    assert status == 200  # ...a completed sign-in does
-    assert (await user_row(services, user["id"])).failed_logins == 0
     portal_user = Portal(client, mobile=True)
-    await portal_user.sign_in_with_totp(user["email"], secret, portal="user")
+    await portal_user.sign_in_with_totp(user["email"], secret, portal="user")  # ...a completed sign-in does
+    assert (await user_row(services, user["id"])).failed_logins == 0
     for _ in range(9):
         assert generic_refusal(*await app.login(user["email"], "wrong password entirely"))
     assert not (await user_row(services, user["id"])).account_locked
@@ -298,6 +306,7 @@ async def test_the_last_billing_admin_is_never_locked_out(api: Api, services: Se
     assert status == 204  # the linked Billing admin is now the only one
     other, _ = await boss.admin_with_key(Role.MANAGER)
     app = Portal(client, mobile=True)
+    await app.sign_in_with_totp(user["email"], user["totp_secret"], code=previous_code(user["totp_secret"]))
     for _ in range(10):
         assert generic_refusal(*await app.login(user["email"], "wrong password entirely"))
     row = await user_row(services, user["id"])
@@ -319,6 +328,7 @@ async def test_lockout_threshold_is_configurable(database_url: str, tmp_path: Pa
     org = await bootstrap_org(services)
     user = await Api(client, org.key).user()
     app = Portal(client, mobile=True)
+    await app.sign_in_with_totp(user["email"], user["totp_secret"], portal="user")  # a familiar client
     for _ in range(3):
         assert generic_refusal(*await app.login(user["email"], "wrong password entirely", portal="user"))
     status, body = await app.login(user["email"], portal="user")
@@ -358,7 +368,9 @@ async def test_mobile_app_gets_a_bearer_token_and_sessions_idle_out(api: Api, se
         "challenge_id": challenge["challenge_id"], "factor": "totp", "client": "mobile",
         "code": pyotp.TOTP(user["totp_secret"]).now()})
     body = await response.json()
-    assert "Set-Cookie" not in response.headers and body["token"]
+    # No session cookie: only the known-device cookie, which the app keeps in its cookie store.
+    (cookie,) = response.cookies
+    assert cookie.startswith("adminlink_device_") and body["token"]
     idle = await services.redis.ttl(SESSION_PREFIX + token_hash(body["token"]))
     assert 0 < idle <= services.settings.session_idle_seconds == 3600
     status, session = await Portal(client).call("GET", "/auth/session", Authorization=f"Bearer {body['token']}")
@@ -374,8 +386,11 @@ async def test_cookies_are_secure_unless_configured_off(api: Api, services: Serv
     challenge = await Portal(client).challenge(user["email"])
     response = await client.post(f"{ADMIN}/mfa", json={"challenge_id": challenge["challenge_id"], "factor": "totp",
                                                        "code": pyotp.TOTP(user["totp_secret"]).now()})
-    cookie = response.headers["Set-Cookie"]
-    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    session_cookie, device_cookie = response.headers.getall("Set-Cookie")  # and the known-device cookie
+    assert session_cookie.startswith("adminlink_session=") and device_cookie.startswith("adminlink_device_")
+    for cookie in (session_cookie, device_cookie):
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Path=/auth/" in device_cookie and "Max-Age=7776000" in device_cookie  # 90 days
 
 
 # --- user portal and step-up ---------------------------------------------------------------------

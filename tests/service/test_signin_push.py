@@ -15,7 +15,7 @@ from service.bootstrap import Services
 from tests.conftest import Api, Org
 from tests.fakes.portal import Portal, signin_settings
 from tests.fakes.push_device import PushDevice
-from tests.service.test_signin import generic_refusal, linked_admin, login_records, user_row
+from tests.service.test_signin import generic_refusal, linked_admin, login_records, unfamiliar_failures, user_row
 
 ADMIN = "/auth/admin/login"
 PUSH_TTL = 3  # seconds; the default is 60, shortened so expiry can be watched
@@ -81,7 +81,9 @@ async def test_a_push_denied_by_the_device_is_a_failed_factor(api: Api, services
     status, body = await device.answer(client, waiting, "approve")  # the first decision stands
     assert (status, body["error"]["code"]) == (409, "push_already_decided")
     assert generic_refusal(*await poll(app, challenge_id, push_id))
-    assert (await user_row(services, user["id"])).failed_logins == 1
+    # A client that never signed in: the failure counts in its unfamiliar lane, not toward the lock.
+    assert await unfamiliar_failures(services, user["email"]) == 1
+    assert (await user_row(services, user["id"])).failed_logins == 0
     (record,) = await login_records(services, org.id, "admin_login_attempt")
     assert (record["success"], record["error_code"], record["mfa_meta"]) == (False, "push_denied", {"type": "push"})
 
