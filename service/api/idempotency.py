@@ -80,7 +80,7 @@ async def _reserve(request: web.Request, where: Where, key: str, fingerprint: st
     if seen.response is None:  # e.g. 204 No Content
         return web.Response(status=seen.status_code, headers=replayed)
     if isinstance(seen.response, str):
-        body = services_of(request).box.open(seen.response)
+        body = _opened_body(services_of(request).box, seen.response)
         return web.Response(text=body, content_type="application/json", status=seen.status_code, headers=replayed)
     # Kept before answers were sealed: replayed as it is until the cleanup job deletes it.
     return web.json_response(seen.response, status=seen.status_code, headers=replayed)
@@ -112,6 +112,16 @@ def _sealed_body(box: SecretBox, response: web.Response) -> str | None:
     if not body or response.content_type != "application/json":
         return None
     return box.seal(body.decode())
+
+
+def _opened_body(box: SecretBox, sealed: str) -> str:
+    """The stored answer, or a refusal when it was sealed under another secret key: running the
+    request again could apply it twice, and the first answer cannot be shown."""
+    try:
+        return box.open(sealed)
+    except ValueError as exc:
+        raise ApiError(409, "idempotency_answer_unreadable", "the first answer to this Idempotency-Key was "
+                       "stored under another ADMINLINK_SECRET_KEY and cannot be replayed; use a new key") from exc
 
 
 async def _forget(request: web.Request, where: Where) -> None:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from service import config
 from service.adapters import orm
+from service.adapters.crypto import SecretBox
 from service.adapters.orm import IDEMPOTENCY_KEY_LIFETIME as LIFETIME
 from service.bootstrap import Services
 from service.domain.model import new_id, now
@@ -189,3 +190,20 @@ async def test_cleanup_deletes_expired_keys_only(api: Api, services: Services, o
     assert await stored_answer(services, org.id, "IK-fresh") is not None
     crons = {job.name for job in worker_options(services.settings)["cron_jobs"]}
     assert "cron:purge_idempotency_keys" in crons  # arq workers and `adminlink serve`'s own worker
+
+
+async def test_an_answer_sealed_under_another_secret_key_is_refused_not_applied_again(
+        api: Api, services: Services, org: Org) -> None:
+    path = "/api/v1/users"
+    body = {"email": "rekeyed@acme.test", "username": "rekeyed"}
+    status, first = await api.post(path, body, **{"Idempotency-Key": "IK-rekeyed"})
+    assert status == 201
+    other_box = SecretBox(b"another secret key of at least 32 characters")
+    table = orm.idempotency_keys
+    async with services.session_factory() as session, session.begin():
+        await session.execute(sa.update(table).where(table.c.organization_id == org.id, table.c.key == "IK-rekeyed")
+                              .values(response=other_box.seal(json.dumps(first))))
+    status, refused = await api.post(path, body, **{"Idempotency-Key": "IK-rekeyed"})
+    assert (status, refused["error"]["code"]) == (409, "idempotency_answer_unreadable")
+    status, users = await api.call("GET", "/api/v1/users?email=rekeyed@acme.test")
+    assert (status, [u["id"] for u in users["results"]]) == (200, [first["id"]])
