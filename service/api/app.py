@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
-from service.api import auth, health, insights, jobs, management, openapi, ops, signin
+from service.api import auth, edge, health, insights, jobs, management, openapi, ops, signin
 from service.api.context import ACTOR, SERVICES, services_of
 from service.api.errors import error_body, to_response, unauthorized
 from service.api.idempotency import idempotency_middleware
@@ -43,12 +43,9 @@ OUTAGES = (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, *REDIS_OUTAGES)
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # PostgreSQL text cannot hold NUL: an address carrying one names nothing, and must not reach a query.
-    if "\x00" in request.path:
-        return web.json_response(error_body("not_found", "no resource has a NUL character in its path"), status=404)
-    if "\x00" in request.query_string:
-        return web.json_response(error_body("invalid_query", "the query string contains a NUL character"),
-                                 status=400)
+    refusal = edge.refusal_for(request)
+    if refusal is not None:
+        return edge.respond(request, refusal)
     try:
         return await handler(request)
     except DomainError as error:
