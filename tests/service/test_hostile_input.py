@@ -170,3 +170,15 @@ async def test_nul_in_the_query_string_is_answered_in_the_route_familys_format(c
     assert response.status == 400 and response.content_type == "text/html"
     response = await client.get("/auth/session?portal=%00")
     assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_query"
+
+
+async def test_a_filter_of_the_longest_allowed_length_fits_the_request_line(api: Api) -> None:
+    """4000 characters of 4-byte UTF-8 are 48,000 bytes percent-encoded: far more than aiohttp's
+    default request line (8190 bytes), whose refusal would be plain text, not a SCIM error."""
+    scim = await scim_integration(api)
+    for length, expected in ((4000, 200), (4001, 400)):
+        text = 'userName eq "' + "\U0001f600" * (length - 14) + '"'
+        assert len(text) == length
+        status, answer = await scim.call("GET", f"/Users?filter={quote(text)}")
+        assert status == expected, answer
+    assert answer["scimType"] == "invalidFilter"

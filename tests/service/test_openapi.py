@@ -342,3 +342,23 @@ async def test_a_search_whose_schemas_are_not_uris_is_invalid_syntax(api: Api) -
             assert (status, answer["scimType"]) == (400, "invalidSyntax"), (path, schemas, answer)
         status, _ = await scim.call("POST", path, {"schemas": [SEARCH_REQUEST], "count": 1})
         assert status == 200
+
+
+async def test_the_allow_header_of_a_405_names_the_paths_own_methods(api: Api, client: TestClient) -> None:
+    """/api/v1/users/bulk-delete also matches /api/v1/users/{user_id}; its Allow is its own."""
+    for path, allowed in (("/api/v1/users/bulk-delete", "POST"), ("/api/v1/admins/from-user", "POST"),
+                          ("/api/v1/users", "GET,HEAD,POST")):
+        response = await client.request("OPTIONS", path, headers={"x-api-key": api.key})
+        assert (response.status, response.headers["Allow"]) == (405, allowed), path
+    response = await client.request("PUT", "/api/v1/users/0123", headers={"x-api-key": api.key})
+    assert response.status == 405 and set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "PATCH", "DELETE"}
+
+
+async def test_a_scim_group_put_with_null_members_has_none(api: Api) -> None:
+    scim = await scim_integration(api)
+    user = await scim.create_user()
+    group = await scim.ok("POST", "/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                              "displayName": "nulls", "members": [{"value": user["id"]}]})
+    replaced = await scim.ok("PUT", f"/Groups/{group['id']}", {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "nulls", "members": None})
+    assert not replaced.get("members")
