@@ -76,11 +76,12 @@ def _allowed_methods(request: web.Request, exc: web.HTTPMethodNotAllowed) -> str
     """aiohttp's Allow names the methods of every route whose pattern matches the path: for
     /api/v1/users/bulk-delete also those of /api/v1/users/{user_id}. A path served by a route of its
     own (no template) allows that route's methods only."""
-    for resource in request.app.router.resources():
-        if isinstance(resource, web.PlainResource) and resource.canonical == request.path:
-            methods = {route.method for route in resource if route.method != "*"}
-            return ",".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
-    return ",".join(sorted(exc.allowed_methods))
+    methods = {route.method for resource in request.app.router.resources()
+               if isinstance(resource, web.PlainResource) and resource.canonical == request.path
+               for route in resource if route.method != "*"}
+    if not methods:
+        return ",".join(sorted(exc.allowed_methods))
+    return ",".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
 
 
 def _lost_connection(error: sa.exc.DBAPIError) -> bool:

@@ -347,7 +347,7 @@ async def test_a_search_whose_schemas_are_not_uris_is_invalid_syntax(api: Api) -
 async def test_the_allow_header_of_a_405_names_the_paths_own_methods(api: Api, client: TestClient) -> None:
     """/api/v1/users/bulk-delete also matches /api/v1/users/{user_id}; its Allow is its own."""
     for path, allowed in (("/api/v1/users/bulk-delete", "POST"), ("/api/v1/admins/from-user", "POST"),
-                          ("/api/v1/users", "GET,HEAD,POST")):
+                          ("/api/v1/users", "GET,HEAD,POST"), ("/api/v1/admins", "GET,HEAD,POST")):
         response = await client.request("OPTIONS", path, headers={"x-api-key": api.key})
         assert (response.status, response.headers["Allow"]) == (405, allowed), path
     response = await client.request("PUT", "/api/v1/users/0123", headers={"x-api-key": api.key})
