@@ -17,7 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 SYNC := $(UV) sync --locked --python $(PYTHON) --quiet
 
-.PHONY: run test test-latest lint typecheck check lock lock-uv clean
+.PHONY: run test test-latest lint typecheck check lock lock-uv clean fuzz
 
 $(UV): requirements-uv.txt
 	rm -rf $(TOOLS)
@@ -72,3 +72,8 @@ test-latest: $(UV)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(LATEST) data .pytest_cache .mypy_cache .ruff_cache
+
+# schemathesis against a running server on PostgreSQL (ADMINLINK_FUZZ_DATABASE_URL, optional
+# ADMINLINK_FUZZ_REDIS_URL): every operation, fixed seed, bounded examples. See tests/fuzz/run.py.
+fuzz: $(DEV)
+	$(BIN)/python tests/fuzz/run.py

@@ -227,8 +227,9 @@ async def load_job(session: AsyncSession, org_id: str | None, job_id: str) -> An
 
 
 def parse_since(raw: str | None, name: str = "since") -> datetime | None:
-    """The ``since`` filter of the ops API, dashboard and CLI: ISO 8601; without a zone, UTC."""
-    if not raw:
+    """The ``since`` filter of the ops API, dashboard and CLI: ISO 8601; without a zone, UTC.
+    Absent is no filter; given but empty is not a date-time, and refused."""
+    if raw is None:
         return None
     try:
         return utc_moment(raw.replace("Z", "+00:00"))

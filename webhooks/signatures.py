@@ -68,15 +68,20 @@ def verify_standard(secrets: Sequence[str], headers: Mapping[str, str], body: by
     if not (message_id and timestamp and signature):
         raise _bad("missing_signature_headers", "webhook-id, webhook-timestamp and webhook-signature are required")
     given = _check_shape(message_id, timestamp, signature)
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:  # the scheme signs text
-        raise _bad("invalid_encoding", "the body must be UTF-8") from exc
+    _require_utf8(body)  # the scheme signs text
     signed = f"{message_id}.{timestamp}.".encode() + body
     for secret in secrets:
         if _matches(secret, signed, given):
             return message_id
     raise _refused("invalid_signature", "no signature matches this integration's secret")
+
+
+def _require_utf8(body: bytes) -> None:
+    """Before the signature: a body that is not UTF-8 is invalid_encoding whoever signed it."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad("invalid_encoding", "the body must be UTF-8") from exc
 
 
 def _check_shape(message_id: str, timestamp: str, signature: str) -> list[bytes]:
@@ -130,6 +135,7 @@ def verify_bamboohr(secrets: Sequence[str], headers: Mapping[str, str], body: by
     if len(signature) != 64 or not all(c in "0123456789abcdefABCDEF" for c in signature):
         raise _bad("malformed_signature_headers", f"{BAMBOO_SIGNATURE} must be a hex SHA-256 HMAC")
     _check_bamboo_time(timestamp)
+    _require_utf8(body)
     signed = body + timestamp.encode()
     given = signature.lower().encode()
     for secret in secrets:

@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
-from service.api import auth, health, insights, jobs, management, openapi, ops, signin
+from service.api import auth, edge, health, insights, jobs, management, openapi, ops, signin
 from service.api.context import ACTOR, SERVICES, services_of
 from service.api.errors import error_body, to_response, unauthorized
 from service.api.idempotency import idempotency_middleware
@@ -33,6 +33,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_KEY_PATHS = ("/api/", "/insights/")
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+MAX_REQUEST_LINE = 64 * 1024
 
 # The database or Redis is down or a pooled connection died (PostgreSQL restarted: SQLAlchemy then
 # replaces the pool's connections, so the next request gets a fresh one): nothing was done, and a
@@ -43,12 +44,9 @@ OUTAGES = (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, *REDIS_OUTAGES)
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # PostgreSQL text cannot hold NUL: an address carrying one names nothing, and must not reach a query.
-    if "\x00" in request.path:
-        return web.json_response(error_body("not_found", "no resource has a NUL character in its path"), status=404)
-    if "\x00" in request.query_string:
-        return web.json_response(error_body("invalid_query", "the query string contains a NUL character"),
-                                 status=400)
+    refusal = edge.refusal_for(request)
+    if refusal is not None:
+        return edge.respond(request, refusal)
     try:
         return await handler(request)
     except DomainError as error:
@@ -57,9 +55,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status, "http_error")
-        return web.json_response(error_body(code, exc.reason), status=exc.status, headers={
-            k: v for k, v in exc.headers.items() if k.lower() == "allow"
-        })
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            headers["Allow"] = _allowed_methods(request, exc)
+        return web.json_response(error_body(code, exc.reason), status=exc.status, headers=headers)
     except OUTAGES as outage:
         if isinstance(outage, sa.exc.DBAPIError) and not _lost_connection(outage):
             log_error(log, outage, "unhandled database error on %s %s", request.method, route_of(request))
@@ -71,6 +70,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception as exc:  # asyncpg's own errors (service/adapters/direct.py) come here
         log_error(log, exc, "unhandled error on %s %s", request.method, route_of(request))
         return web.json_response(error_body("internal_error", "internal error"), status=500)
+
+
+def _allowed_methods(request: web.Request, exc: web.HTTPMethodNotAllowed) -> str:
+    """aiohttp's Allow names the methods of every route whose pattern matches the path: for
+    /api/v1/users/bulk-delete also those of /api/v1/users/{user_id}. A path served by a route of its
+    own (no template) allows that route's methods only."""
+    methods = {route.method for resource in request.app.router.resources()
+               if isinstance(resource, web.PlainResource) and resource.canonical == request.path
+               for route in resource if route.method != "*"}
+    if not methods:
+        return ",".join(sorted(exc.allowed_methods))
+    return ",".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
 
 
 def _lost_connection(error: sa.exc.DBAPIError) -> bool:
@@ -136,6 +147,9 @@ def create_app(services: Services) -> web.Application:
         middlewares=[request_log_middleware, metrics_middleware, errors_middleware, api_key_middleware,
                      idempotency_middleware],
         client_max_size=1 << 20,
+        # A SCIM filter may be 4000 characters, and each can take 12 bytes percent-encoded: the
+        # request line must hold it (aiohttp's default is 8190 bytes).
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[SERVICES] = services
     receivers.setup(app, services)

@@ -32,7 +32,7 @@ Where = tuple[sa.ColumnElement[bool], ...]
 @web.middleware
 async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     key = request.headers.get("Idempotency-Key")
-    if request.method not in MUTATING or not key or ACTOR not in request:
+    if request.method not in MUTATING or not key or ACTOR not in request or _unrouted(request):
         return await handler(request)
     if len(key) > 200:
         raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key is longer than 200 characters")
@@ -56,6 +56,12 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         raise
     await _remember(request, where, response)
     return response
+
+
+def _unrouted(request: web.Request) -> bool:
+    """No route takes this method on this path (405, 404): there is nothing to apply or replay, and
+    the answer must be the router's, whatever the key was used for before."""
+    return request.match_info.http_exception is not None
 
 
 async def _reserve(request: web.Request, where: Where, key: str, fingerprint: str) -> web.Response | None:

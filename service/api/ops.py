@@ -226,7 +226,10 @@ async def dashboard_job(request: web.Request) -> web.Response:
 
 async def dashboard_action(request: web.Request, action: str) -> web.Response:
     actor, csrf = await dashboard_actor(request)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except UnicodeDecodeError:  # aiohttp decodes a form body strictly
+        return html(pages.message("Bad request", "The form is not UTF-8 text (invalid_encoding).", actor.email), 400)
     offered = form.get("csrf")
     if not isinstance(offered, str) or not hmac.compare_digest(offered.encode(), csrf.encode()):
         return html(pages.message("Refused", "The form was stale or not sent from this dashboard; reload the "

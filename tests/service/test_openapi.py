@@ -23,6 +23,7 @@ from service.bootstrap import Services
 from service.domain.model import MfaEnrollment, PasswordAuthority, Role, UserState
 from service.policy import Action
 from tests.conftest import Api, Org
+from tests.service.test_scim_support import scim_integration
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
@@ -36,6 +37,7 @@ CODE_SOURCES = (
 RAISED_CODE = re.compile(
     r'(?:Conflict|InvalidRequest|NotFound|Forbidden|bad_request|__init__|ApiError\(\s*\d+\s*,)\s*\(?\s*"([a-z_]+)"'
 )
+SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 # Raised only by the command-line bootstrap of an organization, never over HTTP.
 NOT_HTTP_CODES = {"invalid_name"}
 
@@ -144,6 +146,45 @@ def test_every_error_code_raised_is_documented() -> None:
     text = json.dumps(openapi.document())
     undocumented = sorted(code for code in raised - NOT_HTTP_CODES if f"`{code}`" not in text)
     assert not undocumented, f"error codes no operation documents: {undocumented}"
+
+
+def family_content_type(path: str) -> str:
+    """How each part of the API answers errors (service.api.edge answers in the same way)."""
+    if path.startswith("/scim/"):
+        return "application/scim+json"
+    return "text/html" if path.startswith("/ops/") else "application/json"
+
+
+def query_operations() -> list[tuple[str, str, list[str]]]:
+    """(method, path, query parameter names) of every operation that takes a query."""
+    found = []
+    for path, item in openapi.document()["paths"].items():
+        for method, operation in item.items():
+            if method not in METHODS:
+                continue
+            parameters = [*item.get("parameters", []), *operation.get("parameters", [])]
+            names = [p["name"] for p in parameters if p.get("in") == "query"]
+            if names:
+                found.append((method, path, names))
+    return found
+
+
+def test_operations_with_a_query_document_its_400_in_their_error_format() -> None:
+    """Any query can hold a NUL character, which is refused before routing (invalid_query)."""
+    wrong = [f"{method.upper()} {path}" for method, path, _ in query_operations()
+             if family_content_type(path) not in openapi.document()["paths"][path][method]["responses"]
+             .get("400", {}).get("content", {})]
+    assert not wrong, f"without a 400 in their part's error format: {wrong}"
+
+
+async def test_a_nul_in_any_query_answers_the_documented_400(client: TestClient) -> None:
+    for method, path, names in query_operations():
+        url = re.sub(r"\{[^}]+\}", "0" * 32, path) + f"?{names[0]}=a%00b"
+        response = await client.request(method.upper(), url)
+        assert response.status == 400, (method, path, response.status)
+        assert response.content_type == family_content_type(path), (method, path, response.content_type)
+        if response.content_type == "application/json":
+            assert_documented(method, path, 400, await response.json())
 
 
 # --- the document against the routes -------------------------------------------------------
@@ -280,3 +321,44 @@ async def test_session_answers_match_the_schemas(api: Api, services: Services, o
     response = await client.get("/auth/session", headers=bearer)
     assert_documented("GET", "/auth/session", response.status, await response.json())
     assert (await response.json())["error"]["code"] == "session_ended"
+
+
+async def test_a_method_no_route_takes_is_405_whatever_its_idempotency_key(api: Api, client: TestClient) -> None:
+    body = {"email": "ik405@acme.test", "username": "ik405"}
+    assert (await api.call("POST", "/api/v1/users", body, **{"Idempotency-Key": "ik-405"}))[0] == 201
+    for method in ("PUT", "PATCH"):
+        response = await client.request(method, "/api/v1/users", json=body,
+                                        headers={"x-api-key": api.key, "Idempotency-Key": "ik-405"})
+        assert response.status == 405, await response.text()
+        assert (await response.json())["error"]["code"] == "method_not_allowed"
+        assert "POST" in response.headers["Allow"]
+
+
+async def test_a_search_whose_schemas_are_not_uris_is_invalid_syntax(api: Api) -> None:
+    scim = await scim_integration(api)
+    for path in ("/Users/.search", "/Groups/.search", "/.search"):
+        for schemas in ([{}], "urn:ietf:params:scim:api:messages:2.0:SearchRequest", [1]):
+            status, answer = await scim.call("POST", path, {"schemas": schemas, "count": 1})
+            assert (status, answer["scimType"]) == (400, "invalidSyntax"), (path, schemas, answer)
+        status, _ = await scim.call("POST", path, {"schemas": [SEARCH_REQUEST], "count": 1})
+        assert status == 200
+
+
+async def test_the_allow_header_of_a_405_names_the_paths_own_methods(api: Api, client: TestClient) -> None:
+    """/api/v1/users/bulk-delete also matches /api/v1/users/{user_id}; its Allow is its own."""
+    for path, allowed in (("/api/v1/users/bulk-delete", "POST"), ("/api/v1/admins/from-user", "POST"),
+                          ("/api/v1/users", "GET,HEAD,POST"), ("/api/v1/admins", "GET,HEAD,POST")):
+        response = await client.request("OPTIONS", path, headers={"x-api-key": api.key})
+        assert (response.status, response.headers["Allow"]) == (405, allowed), path
+    response = await client.request("PUT", "/api/v1/users/0123", headers={"x-api-key": api.key})
+    assert response.status == 405 and set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "PATCH", "DELETE"}
+
+
+async def test_a_scim_group_put_with_null_members_has_none(api: Api) -> None:
+    scim = await scim_integration(api)
+    user = await scim.create_user()
+    group = await scim.ok("POST", "/Groups", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                                              "displayName": "nulls", "members": [{"value": user["id"]}]})
+    replaced = await scim.ok("PUT", f"/Groups/{group['id']}", {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "nulls", "members": None})
+    assert not replaced.get("members")

@@ -242,8 +242,9 @@ async def test_listing_pages_and_filters(api: Api, services: Services, org: Org)
             found = {j["id"] for j in (await api.ok("GET", f"{OPS}/jobs?since={since}&limit=500"))["results"]}
             assert found & {*ids, mail} == expected, zone
     far = base64.urlsafe_b64encode(json.dumps(["9999-12-31T23:59:59-14:00", "a"]).encode()).decode()
-    for bad in ("status=sleeping", "limit=0", "since=yesterday", "cursor=%%%", "since=9999-12-31T23:59:59-14:00",
-                "since=0001-01-01T00:00:00%2B14:00", f"cursor={far}", "function=%00abc"):
+    for bad in ("status=sleeping", "limit=0", "since=yesterday", "since=", "cursor=%%%",
+                "since=9999-12-31T23:59:59-14:00", "since=0001-01-01T00:00:00%2B14:00", f"cursor={far}",
+                "function=%00abc"):
         status, body = await api.get(f"{OPS}/jobs?{bad}")
         assert status == 400, (bad, body)
     for method, path in (("GET", f"{OPS}/jobs/a%00b"), ("POST", f"{OPS}/jobs/a%00b/retry"),

@@ -98,3 +98,14 @@ async def test_retry_and_abort_forms_need_the_csrf_token(client: TestClient, ser
             orm.insights_events.c.event_type.in_(("job_retry", "job_abort"))))]
     assert {(b["event_type"], b["success"], b["auth_method"], b["initiated_by"]["source"]) for b in bodies} == {
         ("job_retry", True, "session", "admin_portal"), ("job_abort", True, "session", "admin_portal")}
+
+
+async def test_a_form_body_that_is_not_utf8_is_a_400_page(client: TestClient, services: Services, org: Org) -> None:
+    dead = await add_job(services, org, {"mail_id": "m"}, status="dead")
+    cookie = {"adminlink_session": await admin_session(services, org, org.admin_id)}
+    # Raw bytes that are not UTF-8 are refused; escaped ones decode to U+FFFD, a wrong token.
+    for body, status in ((b"csrf=\xff", 400), (b"csrf=%ff%00", 403)):
+        refused = await client.post(f"/ops/jobs/{dead}/retry", data=body, cookies=cookie,
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert (refused.status, refused.content_type) == (status, "text/html"), await refused.text()
+    assert await status_of(services, dead) == "dead"

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -115,6 +117,22 @@ async def test_a_body_that_is_not_utf8_is_400(api: Api, services: Services, org:
     headers = {"webhook-id": "msg_1", "webhook-timestamp": str(int(datetime.now(UTC).timestamp())),
                "webhook-signature": "v1,AAAA"}
     await expect_refused(hr, services, org, body, headers, 400, "invalid_encoding")
+
+
+async def test_a_correctly_signed_body_that_is_not_utf8_is_invalid_encoding(api: Api, services: Services,
+                                                                            org: Org) -> None:
+    """Signed by the sender's own secret, so only the encoding is wrong: invalid_encoding, as
+    documented, not invalid_json."""
+    body = b'{"type": "employee.suspended", "x": "\xff\xfe"}'
+    hr = await sender(api, "hr")
+    message_id, timestamp = "msg_not_utf8", str(int(datetime.now(UTC).timestamp()))
+    key = base64.b64decode(hr.secret.removeprefix("whsec_"))
+    mac = hmac.new(key, f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    headers = {"webhook-id": message_id, "webhook-timestamp": timestamp,
+               "webhook-signature": "v1," + base64.b64encode(mac).decode(), "content-type": "application/json"}
+    await expect_refused(hr, services, org, body, headers, 400, "invalid_encoding")
+    bamboo = await sender(api, "hr", provider="bamboohr")
+    await expect_refused(bamboo, services, org, body, bamboo_headers(bamboo.secret, body), 400, "invalid_encoding")
 
 
 async def test_several_signatures_one_matching_is_accepted(api: Api, services: Services) -> None:

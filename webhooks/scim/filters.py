@@ -9,7 +9,7 @@ nothing but ``ne`` and ``not``), so ``not`` means what it says.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +29,8 @@ from scim2_models.path import (
     ValuePath,
 )
 from sqlalchemy.sql.elements import ColumnElement
+
+from service.api.inputs import unstorable_text
 
 Clause = ColumnElement[bool]
 MAX_FILTER_LENGTH = 4000
@@ -90,9 +92,27 @@ def parse(text: str) -> FilterNode:
     if "\x00" in text:
         raise invalid("the filter contains a NUL character")
     try:
-        return ScimFilter(text).ast
+        tree = ScimFilter(text).ast
     except (ValidationError, ValueError) as exc:
         raise invalid(f"the filter cannot be parsed: {exc}") from exc
+    # A string's escapes are decoded by the parser: "\u0000" or "\ud800" in the text becomes a NUL or
+    # a lone surrogate only now, and neither can be sent to the database.
+    if any(unstorable_text(value) for value in _literals(tree)):
+        raise invalid("a string in the filter contains a NUL character or an unpaired surrogate")
+    return tree
+
+
+def _literals(node: FilterNode) -> Iterator[Any]:
+    """The values every comparison of the filter compares with."""
+    if isinstance(node, LogicalExpr):
+        for term in node.terms:
+            yield from _literals(term)
+    elif isinstance(node, Not):
+        yield from _literals(node.expr)
+    elif isinstance(node, ValuePath):
+        yield from _literals(node.val_filter)
+    elif isinstance(node, Comparison):
+        yield node.value
 
 
 class Translator:

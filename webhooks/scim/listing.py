@@ -19,6 +19,11 @@ MAX_START_INDEX = 2**31 - 1
 
 
 def search_request(params: Mapping[str, Any]) -> tuple[ListQuery, ResponseParameters]:
+    schemas = params.get("schemas", [])
+    # Providers may leave schemas out, and a few name another message's URN: both are served. A
+    # value that is not a list of URIs is malformed, not something to ignore.
+    if not isinstance(schemas, list) or not all(isinstance(uri, str) for uri in schemas):
+        raise ScimError(400, "schemas must be a list of schema URIs", "invalidSyntax")
     known = {k: v for k, v in params.items() if k in SEARCH_FIELDS}
     request: SearchRequest = SearchRequest.model_validate(known, scim_ctx=Context.SEARCH_REQUEST)
     if request.attributes and request.excluded_attributes:
