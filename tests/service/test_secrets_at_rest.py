@@ -30,14 +30,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthW
 
 # The Duo settings' client secret is one of the secrets handed in.
 @pytest.fixture
-async def duo(tmp_path: Path) -> Any:
-    server = FakeDuo(tmp_path)
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 def settings(database_url: str, tmp_path: Path, duo: FakeDuo) -> config.Settings:
     return signin_settings(database_url, tmp_path, duo_ca_bundle=str(duo.ca_path), duo_redirect_uri=REDIRECT_URI,
                            duo_api_hosts="api-*.duosecurity.com, 127.0.0.1:*")

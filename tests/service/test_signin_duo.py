@@ -5,7 +5,6 @@ Duo's redirect back, the code exchange, and refusals."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,14 +27,6 @@ from tests.service.test_signin import generic_refusal, linked_admin, login_recor
 pytestmark = pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 ADMIN = "/auth/admin/login"
 REDIRECT_URI = "http://localhost:8080/auth/duo/callback"
-
-
-@pytest.fixture
-async def duo(tmp_path: Path) -> AsyncIterator[FakeDuo]:
-    server = FakeDuo(tmp_path)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
