@@ -159,7 +159,7 @@ async def test_the_seeds_four_procedures(e2e: tuple[Api, Org, Services], smtp_se
     await eventually(lambda: jobs_settled(services, org.id))
     assert mails_to(mailbox, "first@acme.test") == ["You have been given an admin role",
                                                     "Your admin role has been removed"]
-    assert mails_to(mailbox, "second@acme.test") == ["You have been given an admin role",
-                                                     "Your admin role has been removed"]
+    assert mails_to(mailbox, "second@acme.test") == ["Your admin account now signs in with your user account",
+                                                     "Your user account and its admin role have been deleted"]
     for kind, identity in [("admin", classic["id"]), ("admin", created["id"]), ("admin", linked["id"])]:
         assert not await services.redis.exists(f"{PREFIX}index:{kind}:{identity}")
