@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -22,6 +23,8 @@ from service.domain.model import Role, new_id
 from service.logging import configure as configure_logging
 from workers.running import InProcessWorker
 
+log = logging.getLogger(__name__)
+
 
 def event_loop_factory(settings: config.Settings) -> Callable[[], asyncio.AbstractEventLoop]:
     """Makes loops of the kind ADMINLINK_EVENT_LOOP names."""
@@ -38,18 +41,29 @@ def run_service(main: Coroutine[Any, Any, None], settings: config.Settings) -> N
         runner.run(main)
 
 
-async def _until_stopped(worker: InProcessWorker | None) -> None:
-    """Runs the worker (if any) until SIGINT or SIGTERM, then lets its running jobs finish."""
-    stop = asyncio.Event()
+def _note_signal(received: asyncio.Future[signal.Signals], sig: signal.Signals) -> None:
+    if not received.done():  # a second signal while stopping changes nothing
+        received.set_result(sig)
+
+
+def _stop_signals() -> asyncio.Future[signal.Signals]:
+    """From now on SIGINT and SIGTERM stop the process gracefully: the first one settles this."""
     loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _note_signal, received, sig)
+    return received
+
+
+async def _until_stopped(worker: InProcessWorker | None, received: asyncio.Future[signal.Signals]) -> None:
+    """Runs the worker (if any) until SIGINT or SIGTERM, logs which one came, then lets the
+    worker's running jobs finish."""
     task = worker.start() if worker is not None else None
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([t for t in (task, waiter) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([t for t in (task, received) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutdown on %s", received.result().name if received.done() else "the worker's own exit")
     if worker is not None:
         await worker.stop()
-    waiter.cancel()
+    received.cancel()
 
 
 async def _serve_web(services: Services, worker: InProcessWorker | None) -> None:
@@ -57,10 +71,11 @@ async def _serve_web(services: Services, worker: InProcessWorker | None) -> None
     runner = web.AppRunner(create_app(services), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
+    stop = _stop_signals()  # before the announcement: a signal sent once it is out is handled
     mode = "embedded SQLite + in-process Redis" if settings.embedded_redis else "Redis " + str(settings.redis_url)
     print(f"adminlink listening on http://{settings.host}:{settings.port}  ({mode})", flush=True)
     try:
-        await _until_stopped(worker)
+        await _until_stopped(worker, stop)
     finally:
         await runner.cleanup()
         await services.close()
@@ -83,7 +98,7 @@ async def worker_only(settings: config.Settings) -> None:
         raise SystemExit("adminlink worker needs ADMINLINK_REDIS_URL; `adminlink serve` runs an embedded worker")
     services = await build(settings)
     try:
-        await _until_stopped(InProcessWorker(services))
+        await _until_stopped(InProcessWorker(services), _stop_signals())
     finally:
         await services.close()
 

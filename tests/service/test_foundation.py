@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -197,6 +198,26 @@ def test_serve_answers_health_and_readiness_within_a_minute(tmp_path: Path) -> N
         output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{port}" in output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_logs_the_signal_that_stopped_it(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    env = {**_cli_env(tmp_path), "ADMINLINK_PORT": str(port)}
+    process = subprocess.Popen([ADMINLINK, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()  # the signal handlers are in place
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    messages = [json.loads(line)["msg"] for line in stderr.splitlines() if line.startswith("{")]
+    assert f"shutdown on {sig.name}" in messages
+    assert not [m for m in messages if "SIGUSR1" in m]
+    assert [m for m in messages if m.startswith("worker stopped:")]
 
 
 def test_web_alone_needs_a_redis_that_a_worker_reads(tmp_path: Path) -> None:
