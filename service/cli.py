@@ -109,11 +109,41 @@ async def migrate(settings: config.Settings, revision: str, down: bool) -> None:
         await (db.downgrade(engine, revision) if down else db.upgrade(engine, revision))
     finally:
         await engine.dispose()
-    print(f"database {'downgraded' if down else 'upgraded'} to {revision}")
+    print(f"database {db.describe(settings.database_url)} {'downgraded' if down else 'upgraded'} to {revision}")
 
 
-async def bootstrap(settings: config.Settings, org: str, email: str) -> dict[str, Any]:
-    services = await build(settings, migrate=True)
+async def ensure_schema_for_bootstrap(database_url: str, migrate: bool) -> None:
+    """A bootstrap goes into the database a server uses, whose schema is up to date. One with no
+    migrations applied is most likely a new, empty one made by mistake (the embedded default
+    ``./data`` is relative to the directory the command runs in): refused unless ``--migrate``
+    asks for it to be set up here."""
+    sqlite = db.sqlite_file(database_url)
+    if sqlite is not None and not sqlite.exists() and not migrate:  # refused without creating the file
+        applied: set[str] = set()
+    else:
+        engine = db.make_engine(database_url)
+        try:
+            applied = await db.applied_revisions(engine)
+            if migrate and applied != db.latest_revisions():
+                await db.upgrade(engine)
+                return
+        finally:
+            await engine.dispose()
+    if not applied:
+        raise SystemExit(
+            f"adminlink bootstrap: no migrations have been applied to {db.describe(database_url)}, so no adminlink "
+            "server uses it. Point ADMINLINK_DATABASE_URL (or ADMINLINK_DATA_DIR) at the server's database, "
+            "or pass --migrate to set up this one.")
+    if applied != db.latest_revisions():
+        raise SystemExit(
+            f"adminlink bootstrap: the schema of {db.describe(database_url)} is at {', '.join(sorted(applied))}, "
+            "older than this adminlink's: run `adminlink migrate` first, or pass --migrate.")
+
+
+async def bootstrap(settings: config.Settings, org: str, email: str, *, migrate: bool = False) -> dict[str, Any]:
+    print(f"adminlink bootstrap: database {db.describe(settings.database_url)}", file=sys.stderr, flush=True)
+    await ensure_schema_for_bootstrap(settings.database_url, migrate)
+    services = await build(settings)
     try:
         actor = c.Actor(new_id(), "cli", "system", Role.BILLING, source="cli", name="adminlink bootstrap")
         created: dict[str, Any] = await services.bus.handle(c.BootstrapOrganization(actor, org, email))
@@ -134,6 +164,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bootstrap", help="create an organization and its first Administrator with Billing")
     b.add_argument("--org", required=True)
     b.add_argument("--email", required=True)
+    b.add_argument("--migrate", action="store_true",
+                   help="apply the migrations first (needed on a database that has none applied)")
     cli_ops.add_commands(sub)
     return p
 
@@ -158,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in cli_ops.COMMANDS:
             return cli_ops.run(args, settings)
         elif args.command == "bootstrap":
-            created = asyncio.run(bootstrap(settings, args.org, args.email))
+            created = asyncio.run(bootstrap(settings, args.org, args.email, migrate=args.migrate))
             print(json.dumps(created, indent=2))
             print("The API key, password and TOTP secret are shown this once; only their hashes or "
                   "encrypted forms are stored.", file=sys.stderr)

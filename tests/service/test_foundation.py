@@ -155,10 +155,11 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
 
 def test_bootstrap_prints_the_api_key_once_and_stores_its_hash(tmp_path: Path) -> None:
     env = _cli_env(tmp_path)
-    done = subprocess.run([ADMINLINK, "bootstrap", "--org", "Acme", "--email", "owner@acme.test"],
+    done = subprocess.run([ADMINLINK, "bootstrap", "--org", "Acme", "--email", "owner@acme.test", "--migrate"],
                           env=env, capture_output=True, text=True, timeout=120, check=True)
     printed = json.loads(done.stdout)
     assert printed["api_key"].startswith("alk_") and "shown this once" in done.stderr
+    assert f"database SQLite file {tmp_path / 'data' / 'adminlink.db'}" in done.stderr
 
     async def stored() -> list[Any]:
         engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'adminlink.db'}")
@@ -174,6 +175,38 @@ def test_bootstrap_prints_the_api_key_once_and_stores_its_hash(tmp_path: Path) -
     for secret in (printed["api_key"], printed["password"], printed["totp_secret"]):
         assert secret.encode() not in dump
     assert admins[0][0].startswith("$argon2id$")
+
+
+def _bootstrap(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ADMINLINK, "bootstrap", "--org", "Acme", "--email", "owner@acme.test", *extra],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_bootstrap_refuses_a_database_without_migrations_and_names_it(tmp_path: Path) -> None:
+    """Run from another directory, the embedded default ``./data`` is a new, empty database: the
+    organization would be made where no server looks. Refused, and nothing is created."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADMINLINK_")}
+    database = elsewhere / "data" / "adminlink.db"
+    refused = _bootstrap(env, elsewhere)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert f"no migrations have been applied to SQLite file {database}" in refused.stderr
+    assert "--migrate" in refused.stderr and "ADMINLINK_DATA_DIR" in refused.stderr
+    assert not database.exists()
+    # A database the server has migrated takes the bootstrap as it is; --migrate sets up a new one.
+    migrated = subprocess.run([ADMINLINK, "migrate"], env=env, cwd=elsewhere, capture_output=True, text=True,
+                              timeout=120, check=True)
+    assert f"database SQLite file {database} upgraded to heads" in migrated.stdout
+    done = _bootstrap(env, elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["api_key"].startswith("alk_")
+    assert f"adminlink bootstrap: database SQLite file {database}" in done.stderr
+
+
+def test_bootstrap_names_a_postgresql_database_without_its_password() -> None:
+    assert db.describe("postgresql+asyncpg://adminlink:hunter2@db:5432/adminlink") == (
+        "postgresql+asyncpg://adminlink:***@db:5432/adminlink")
 
 
 def test_serve_answers_health_and_readiness_within_a_minute(tmp_path: Path) -> None:
