@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +97,15 @@ async def test_jobs_travel_as_json_never_pickle(services: Services) -> None:
 
 async def test_many_jobs_enqueue_as_arq_enqueues_one(services: Services) -> None:
     queue, name = services.queue, services.settings.queue_name
-    assert await queue.enqueue("end_sessions", "known-job")
+    assert await queue.enqueue("send_email", "known-job")
     await services.redis.set("arq:result:finished-job", b"{}")  # arq still remembers its run
-    assert await queue.enqueue_many("end_sessions", ["known-job", "finished-job", "new-1", "new-2"]) == 2
-    assert await queue.enqueue_many("end_sessions", ["new-1"]) == 0
+    assert await queue.enqueue_many("send_email", ["known-job", "finished-job", "new-1", "new-2"]) == 2
+    assert await queue.enqueue_many("send_email", ["new-1"]) == 0
     assert await services.redis.zscore(name, "finished-job") is None
     for job_id in ("new-1", "new-2"):
         assert await services.redis.zscore(name, job_id) is not None
         job = await services.redis._get_job_def(job_id.encode(), None)
-        assert (job.function, list(job.args), job.kwargs) == ("end_sessions", [job_id], {})
+        assert (job.function, list(job.args), job.kwargs) == ("send_email", [job_id], {})
         assert 0 < await services.redis.pttl(f"arq:job:{job_id}") <= services.redis.expires_extra_ms
 
 
@@ -112,8 +113,32 @@ def test_worker_settings_are_what_arq_reads() -> None:
     from workers import WorkerSettings
 
     names = {f.__name__ for f in WorkerSettings.functions}
-    assert {"end_sessions", "send_email"} <= names
+    assert names == {"send_email", "apply_webhook"}  # sessions end at commit, not in a job
     assert WorkerSettings.job_serializer(WorkerSettings.job_deserializer(b'{"a":1}')) == b'{"a":1}'
+
+
+def test_end_sessions_rows_of_earlier_versions_are_settled_by_the_migration(tmp_path: Path) -> None:
+    """No worker runs ``end_sessions`` any more: a row an earlier version left unfinished would be
+    handed to arq again and again; the migration marks it complete, and touches nothing else."""
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    statuses = {"old-queued": ("end_sessions", "queued"), "old-failed": ("end_sessions", "failed"),
+                "old-done": ("end_sessions", "complete"), "mail": ("send_email", "queued")}
+
+    async def migrate_over_old_rows() -> dict[str, str]:
+        await db.upgrade(engine, "0004")
+        async with engine.begin() as conn:
+            await conn.execute(orm.jobs.insert(), [
+                {"id": job_id, "idempotency_key": job_id, "function": function, "args": {}, "status": status,
+                 "created_at": datetime.now(UTC)} for job_id, (function, status) in statuses.items()])
+        await db.upgrade(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.select(orm.jobs.c.id, orm.jobs.c.status))
+            found = {row.id: row.status for row in rows}
+        await engine.dispose()
+        return found
+
+    assert asyncio.run(migrate_over_old_rows()) == {"old-queued": "complete", "old-failed": "complete",
+                                                    "old-done": "complete", "mail": "queued"}
 
 
 async def _schema_diff(url: str, schema: str | None) -> list[Any]:
