@@ -156,6 +156,11 @@ async def test_entra_user_without_mail_takes_the_user_principal_name_as_its_emai
     assert user["emails"] == [{"value": email, "type": "work", "primary": True}]
     row = await user_row(services, user["id"])
     assert (row.email, row.username) == (email, upn)
+    # The email is now the user's primary emails entry: a PATCH of userName alone keeps it.
+    moved = f"Moved_{uuid.uuid4().hex[:8]}@Contoso.com"
+    await scim.ok("PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_SCHEMA], "Operations": [
+        {"op": "Replace", "path": "userName", "value": moved}]})
+    assert ((row := await user_row(services, user["id"])).username, row.email) == (moved, email)
     # A full replacement without emails takes the userName again; one with emails takes those.
     renamed = f"Renamed_{uuid.uuid4().hex[:8]}@Contoso.com"
     replaced = await scim.ok("PUT", f"/Users/{user['id']}", {**body, "userName": renamed})
