@@ -112,32 +112,46 @@ async def migrate(settings: config.Settings, revision: str, down: bool) -> None:
     print(f"database {db.describe(settings.database_url)} {'downgraded' if down else 'upgraded'} to {revision}")
 
 
+async def _applied_revisions(database_url: str) -> set[str]:
+    """The database's schema revisions; a SQLite file that does not exist has none (and is not created)."""
+    sqlite = db.sqlite_file(database_url)
+    if sqlite is not None and not sqlite.exists():
+        return set()
+    engine = db.make_engine(database_url)
+    try:
+        return await db.applied_revisions(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _upgrade(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    try:
+        await db.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
 async def ensure_schema_for_bootstrap(database_url: str, migrate: bool) -> None:
     """A bootstrap goes into the database a server uses, whose schema is up to date. One with no
     migrations applied is most likely a new, empty one made by mistake (the embedded default
     ``./data`` is relative to the directory the command runs in): refused unless ``--migrate``
     asks for it to be set up here."""
-    sqlite = db.sqlite_file(database_url)
-    if sqlite is not None and not sqlite.exists() and not migrate:  # refused without creating the file
-        applied: set[str] = set()
-    else:
-        engine = db.make_engine(database_url)
-        try:
-            applied = await db.applied_revisions(engine)
-            if migrate and applied != db.latest_revisions():
-                await db.upgrade(engine)
-                return
-        finally:
-            await engine.dispose()
+    applied = await _applied_revisions(database_url)
+    if applied == db.latest_revisions():
+        return
+    if migrate:
+        await _upgrade(database_url)
+        return
+    where = db.describe(database_url)
     if not applied:
         raise SystemExit(
-            f"adminlink bootstrap: no migrations have been applied to {db.describe(database_url)}, so no adminlink "
-            "server uses it. Point ADMINLINK_DATABASE_URL (or ADMINLINK_DATA_DIR) at the server's database, "
-            "or pass --migrate to set up this one.")
-    if applied != db.latest_revisions():
-        raise SystemExit(
-            f"adminlink bootstrap: the schema of {db.describe(database_url)} is at {', '.join(sorted(applied))}, "
-            "older than this adminlink's: run `adminlink migrate` first, or pass --migrate.")
+            f"adminlink bootstrap: no migrations have been applied to {where}, so no adminlink server uses it. "
+            "Point ADMINLINK_DATABASE_URL (or ADMINLINK_DATA_DIR) at the server's database, or pass --migrate "
+            "to set up this one.")
+    raise SystemExit(
+        f"adminlink bootstrap: the schema of {where} is at {', '.join(sorted(applied))}, older than this "
+        "adminlink's: run `adminlink migrate` first, or pass --migrate.")
 
 
 async def bootstrap(settings: config.Settings, org: str, email: str, *, migrate: bool = False) -> dict[str, Any]:

@@ -229,6 +229,21 @@ def test_bootstrap_refuses_a_database_without_migrations_and_names_it(tmp_path: 
     assert f"adminlink bootstrap: database SQLite file {database}" in done.stderr
 
 
+def test_bootstrap_refuses_an_older_schema_unless_told_to_migrate(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+
+    async def at_0004() -> None:
+        engine = db.make_engine(url)
+        await db.upgrade(engine, "0004")
+        await engine.dispose()
+
+    asyncio.run(at_0004())
+    with pytest.raises(SystemExit, match="is at 0004, older than this adminlink's"):
+        asyncio.run(cli.ensure_schema_for_bootstrap(url, migrate=False))
+    asyncio.run(cli.ensure_schema_for_bootstrap(url, migrate=True))
+    asyncio.run(cli.ensure_schema_for_bootstrap(url, migrate=False))  # now up to date
+
+
 def test_bootstrap_names_a_postgresql_database_without_its_password() -> None:
     assert db.describe("postgresql+asyncpg://adminlink:hunter2@db:5432/adminlink") == (
         "postgresql+asyncpg://adminlink:***@db:5432/adminlink")
