@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,8 @@ from service.logging import configure as configure_logging
 from workers import health as worker_health
 from workers.running import InProcessWorker
 
+log = logging.getLogger(__name__)
+
 
 def event_loop_factory(settings: config.Settings) -> Callable[[], asyncio.AbstractEventLoop]:
     """Makes loops of the kind ADMINLINK_EVENT_LOOP names."""
@@ -39,18 +42,29 @@ def run_service(main: Coroutine[Any, Any, None], settings: config.Settings) -> N
         runner.run(main)
 
 
-async def _until_stopped(worker: InProcessWorker | None) -> None:
-    """Runs the worker (if any) until SIGINT or SIGTERM, then lets its running jobs finish."""
-    stop = asyncio.Event()
+def _note_signal(received: asyncio.Future[signal.Signals], sig: signal.Signals) -> None:
+    if not received.done():  # a second signal while stopping changes nothing
+        received.set_result(sig)
+
+
+def _stop_signals() -> asyncio.Future[signal.Signals]:
+    """From now on SIGINT and SIGTERM stop the process gracefully: the first one settles this."""
     loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _note_signal, received, sig)
+    return received
+
+
+async def _until_stopped(worker: InProcessWorker | None, received: asyncio.Future[signal.Signals]) -> None:
+    """Runs the worker (if any) until SIGINT or SIGTERM, logs which one came, then lets the
+    worker's running jobs finish."""
     task = worker.start() if worker is not None else None
-    waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([t for t in (task, waiter) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([t for t in (task, received) if t is not None], return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutdown on %s", received.result().name if received.done() else "the worker's own exit")
     if worker is not None:
         await worker.stop()
-    waiter.cancel()
+    received.cancel()
 
 
 async def _serve_web(services: Services, worker: InProcessWorker | None) -> None:
@@ -58,10 +72,11 @@ async def _serve_web(services: Services, worker: InProcessWorker | None) -> None
     runner = web.AppRunner(create_app(services), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
+    stop = _stop_signals()  # before the announcement: a signal sent once it is out is handled
     mode = "embedded SQLite + in-process Redis" if settings.embedded_redis else "Redis " + str(settings.redis_url)
     print(f"adminlink listening on http://{settings.host}:{settings.port}  ({mode})", flush=True)
     try:
-        await _until_stopped(worker)
+        await _until_stopped(worker, stop)
     finally:
         await runner.cleanup()
         await services.close()
@@ -84,7 +99,7 @@ async def worker_only(settings: config.Settings) -> None:
         raise SystemExit("adminlink worker needs ADMINLINK_REDIS_URL; `adminlink serve` runs an embedded worker")
     services = await build(settings)
     try:
-        await _until_stopped(InProcessWorker(services))
+        await _until_stopped(InProcessWorker(services), _stop_signals())
     finally:
         await services.close()
 
@@ -95,11 +110,55 @@ async def migrate(settings: config.Settings, revision: str, down: bool) -> None:
         await (db.downgrade(engine, revision) if down else db.upgrade(engine, revision))
     finally:
         await engine.dispose()
-    print(f"database {'downgraded' if down else 'upgraded'} to {revision}")
+    print(f"database {db.describe(settings.database_url)} {'downgraded' if down else 'upgraded'} to {revision}")
 
 
-async def bootstrap(settings: config.Settings, org: str, email: str) -> dict[str, Any]:
-    services = await build(settings, migrate=True)
+async def _applied_revisions(database_url: str) -> set[str]:
+    """The database's schema revisions; a SQLite file that does not exist has none (and is not created)."""
+    sqlite = db.sqlite_file(database_url)
+    if sqlite is not None and not sqlite.exists():
+        return set()
+    engine = db.make_engine(database_url)
+    try:
+        return await db.applied_revisions(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _upgrade(database_url: str) -> None:
+    engine = db.make_engine(database_url)
+    try:
+        await db.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+async def ensure_schema_for_bootstrap(database_url: str, migrate: bool) -> None:
+    """A bootstrap goes into the database a server uses, whose schema is up to date. One with no
+    migrations applied is most likely a new, empty one made by mistake (the embedded default
+    ``./data`` is relative to the directory the command runs in): refused unless ``--migrate``
+    asks for it to be set up here."""
+    applied = await _applied_revisions(database_url)
+    if applied == db.latest_revisions():
+        return
+    if migrate:
+        await _upgrade(database_url)
+        return
+    where = db.describe(database_url)
+    if not applied:
+        raise SystemExit(
+            f"adminlink bootstrap: no migrations have been applied to {where}, so no adminlink server uses it. "
+            "Point ADMINLINK_DATABASE_URL (or ADMINLINK_DATA_DIR) at the server's database, or pass --migrate "
+            "to set up this one.")
+    raise SystemExit(
+        f"adminlink bootstrap: the schema of {where} is at {', '.join(sorted(applied))}, older than this "
+        "adminlink's: run `adminlink migrate` first, or pass --migrate.")
+
+
+async def bootstrap(settings: config.Settings, org: str, email: str, *, migrate: bool = False) -> dict[str, Any]:
+    print(f"adminlink bootstrap: database {db.describe(settings.database_url)}", file=sys.stderr, flush=True)
+    await ensure_schema_for_bootstrap(settings.database_url, migrate)
+    services = await build(settings)
     try:
         actor = c.Actor(new_id(), "cli", "system", Role.BILLING, source="cli", name="adminlink bootstrap")
         created: dict[str, Any] = await services.bus.handle(c.BootstrapOrganization(actor, org, email))
@@ -122,6 +181,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bootstrap", help="create an organization and its first Administrator with Billing")
     b.add_argument("--org", required=True)
     b.add_argument("--email", required=True)
+    b.add_argument("--migrate", action="store_true",
+                   help="apply the migrations first (needed on a database that has none applied)")
     cli_ops.add_commands(sub)
     return p
 
@@ -148,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in cli_ops.COMMANDS:
             return cli_ops.run(args, settings)
         elif args.command == "bootstrap":
-            created = asyncio.run(bootstrap(settings, args.org, args.email))
+            created = asyncio.run(bootstrap(settings, args.org, args.email, migrate=args.migrate))
             print(json.dumps(created, indent=2))
             print("The API key, password and TOTP secret are shown this once; only their hashes or "
                   "encrypted forms are stored.", file=sys.stderr)

@@ -121,10 +121,10 @@ def authorize(uow: UnitOfWork, action: Action, target_has_admin_role: bool, on_d
 
 
 async def guard_last_billing_admin(uow: UnitOfWork, admin: Admin, attempt: str, on_refusal: Recorded, *,
-                                   api_access: bool = False) -> None:
-    """Refuses (and records, and tells the other admins) a change that would leave the
-    organization without an active, sign-in-capable Administrator with Billing (with
-    ``api_access``: without one that also has API access)."""
+                                   api_access: bool = False, notice: str = "last_billing_admin_refused") -> None:
+    """Refuses (and records, and tells the other admins with the ``notice`` email) a change that
+    would leave the organization without an active, sign-in-capable Administrator with Billing
+    (with ``api_access``: without one that also has API access)."""
     org_id = uow.actor.organization_id
     # Serialise such checks per organization: a write lock on its row, on SQLite and PostgreSQL.
     await uow.organizations.lock(org_id)
@@ -141,7 +141,7 @@ async def guard_last_billing_admin(uow: UnitOfWork, admin: Admin, attempt: str, 
                    "left_without": "an Administrator with Billing that has API access" if api_access
                    else "an active Administrator with Billing"}
         refusal.notices = [
-            MailRequested(other.email, "last_billing_admin_refused", context)
+            MailRequested(other.email, notice, context)
             for other in await uow.admins.all(org_id)
             if other.id != admin.id
         ]
@@ -243,7 +243,7 @@ async def _delete_user(uow: UnitOfWork, user: User) -> None:
         uow.collect(
             Recorded("admin_delete", admin_resource(admin)),
             SessionsEnded("admin", admin.id),
-            role_notice("admin_role_removed", user, admin),
+            role_notice("user_with_admin_role_deleted", user, admin),
         )
     await uow.users.delete(user)
     uow.collect(Recorded("user_delete", user_resource(user)), SessionsEnded("user", user.id))
@@ -485,7 +485,7 @@ async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
         Recorded("user_update", user_resource(user), (Change("admin", None, admin.role.value),)),
         Recorded("admin_update", admin_resource(admin), tuple(changes)),
         SessionsEnded("admin", admin.id),
-        role_notice("admin_role_assigned", user, admin),
+        role_notice("admin_linked_to_user", user, admin),
     )
     await uow.commit()
     return admin

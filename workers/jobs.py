@@ -67,10 +67,6 @@ async def _finish(ctx: dict[str, Any], row: ClaimedJob, status: str, **details: 
         metrics.job_ended_as(ctx, row.function, status)
 
 
-async def _end_sessions(services: Services, args: dict[str, Any]) -> dict[str, int]:
-    return {"ended": await services.sessions.end_all(args["type"], args["id"])}
-
-
 async def _send_email(services: Services, args: dict[str, Any]) -> dict[str, str]:
     """Sends a pending outbox message once. The row is locked while it is sent (two runs of one
     job cannot both send it) and marked on the connection already held as soon as the SMTP server
@@ -88,12 +84,6 @@ async def _send_email(services: Services, args: dict[str, Any]) -> dict[str, str
         status = "sent" if services.mailer.delivers else "kept"
         await session.execute(sa.update(table).where(table.c.id == mail.id).values(status=status, sent_at=now()))
     return {"status": status}
-
-
-async def end_sessions(ctx: dict[str, Any], job_id: str) -> Any:
-    """Rows queued by earlier versions, which deleted session keys in a job of their own (now the
-    unit of work deletes them right after commit)."""
-    return await run(ctx, job_id, _end_sessions)
 
 
 async def send_email(ctx: dict[str, Any], job_id: str) -> Any:

@@ -6,14 +6,27 @@ is left. arq's own ``Worker.close()`` cancels running jobs at once and re-raises
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from arq.worker import Worker
 
 from service.bootstrap import Services
 
+log = logging.getLogger(__name__)
+
 # `docker stop` waits 10 s between SIGTERM and SIGKILL: leave room to close connections.
 SHUTDOWN_GRACE_SECONDS = 8.0
+
+
+class _EmbeddedWorker(Worker):
+    """arq's worker, without arq's word on why it stopped: with ``handle_signals=False`` arq's
+    ``close()`` logs "shutdown on SIGUSR1" whatever the process received. The process logs the
+    signal it did receive (service/cli.py) and ``InProcessWorker.stop`` the jobs' tally."""
+
+    def handle_sig(self, signum: int) -> None:
+        # Called only from close(), after InProcessWorker.stop has ended every task this would cancel.
+        pass
 
 
 class InProcessWorker:
@@ -23,7 +36,7 @@ class InProcessWorker:
         # Imported here: importing workers.settings reads the environment for `arq`'s class.
         from workers.settings import worker_options
 
-        self.worker = Worker(
+        self.worker = _EmbeddedWorker(
             **worker_options(services.settings),
             redis_pool=services.redis,
             ctx={"services": services},
@@ -47,6 +60,8 @@ class InProcessWorker:
         await asyncio.gather(main, return_exceptions=True)
         # A job cut off here stays in arq's queue and runs again once its in-progress mark expires.
         leftovers = list(self.worker.tasks.values())
+        log.info("worker stopped: %d jobs complete, %d failed, %d retried, %d cut off", self.worker.jobs_complete,
+                 self.worker.jobs_failed, self.worker.jobs_retried, sum(not t.done() for t in leftovers))
         for task in leftovers:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)

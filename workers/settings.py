@@ -10,11 +10,11 @@ from arq.connections import RedisSettings
 from service import config
 from service.adapters.queue import deserialize, serialize
 from service.bootstrap import build
-from workers.jobs import end_sessions, reconcile_jobs, send_email
+from workers.jobs import reconcile_jobs, send_email
 from workers.maintenance import after_job_end, on_job_start, purge_idempotency_keys, purge_insights
 from workers.webhook_jobs import apply_webhook
 
-FUNCTIONS = [end_sessions, send_email, apply_webhook]
+FUNCTIONS = [send_email, apply_webhook]
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -56,6 +56,35 @@ async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
 async def downgrade(engine: AsyncEngine, revision: str = "base") -> None:
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync: command.downgrade(_alembic_config(sync), revision))
+
+
+def latest_revisions() -> set[str]:
+    """The schema revisions this code expects: the heads of its migrations."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(_alembic_config(None)).get_heads())
+
+
+async def applied_revisions(engine: AsyncEngine) -> set[str]:
+    """The revisions the database's schema is at; none when no migration was ever applied."""
+    from alembic.runtime.migration import MigrationContext
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL (None for another database or an in-memory one)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).resolve()
+
+
+def describe(url: str) -> str:
+    """The database as an operator recognises it: the SQLite file, or the URL without its password."""
+    path = sqlite_file(url)
+    return f"SQLite file {path}" if path is not None else make_url(url).render_as_string(hide_password=True)
 
 
 async def current_revision(conn: AsyncConnection) -> str | None:

@@ -202,7 +202,8 @@ class Admin:
         )
 
     def link_to(self, user: User, enrolled_factors: list[str]) -> list[events.Change]:
-        """The seed's *Assign admin role to user*: the admin's own credentials are deleted for good."""
+        """The seed's *Assign admin role to user*: the admin's own credentials are deleted for good,
+        and from now on the admin's email is its user's, spelled as the user's is."""
         if self.federated:
             raise Conflict("admin_federated", "admins using federated authentication cannot be linked to a user")
         if self.is_linked:
@@ -218,6 +219,9 @@ class Admin:
             changes.append(events.Change("password", "set", "deleted"))
         if self.totp_secret is not None:
             changes.append(events.Change("totp", "enrolled", "deleted"))
+        if self.email != user.email:  # the same address, spelled otherwise (case, spaces)
+            changes.append(events.Change("email", self.email, user.email))
+            self.email = user.email
         self.linked_user_id = user.id
         self.mfa_enrollment = MfaEnrollment.LINKED_USER
         self.password_hash = None

@@ -21,7 +21,7 @@ async def count_failure(uow: UnitOfWork, user: User, threshold: int) -> None:
     if admin is not None:
         refused = Recorded("user_lockout", user_resource(user), success=False)
         try:
-            await guard_last_billing_admin(uow, admin, "lock out", refused)
+            await guard_last_billing_admin(uow, admin, "lock out", refused, notice="last_billing_admin_lockout_refused")
         except Conflict as refusal:
             uow.collect(refused, *refusal.notices)
             return

@@ -55,7 +55,7 @@ def adminlink(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     env = _environment(tmp_path, port)
     made = subprocess.run(
         [sys.executable, "-m", "service.cli", "bootstrap", "--org", "SCIM checks",
-         "--email", "owner@scim-checks.test"],
+         "--email", "owner@scim-checks.test", "--migrate"],
         env=env, capture_output=True, text=True, timeout=120, check=True,
     )
     key = json.loads(made.stdout)["api_key"]

@@ -129,6 +129,19 @@ async def test_link_existing_admin_needs_acknowledgement_and_matching_email(api:
     assert pairs == ["user_update", "admin_update"]
 
 
+async def test_a_linked_admins_email_is_its_users_spelling_from_the_moment_of_the_link(
+        api: Api, services: Services, org: Org) -> None:
+    admin, _ = await api.admin_with_key(Role.MANAGER, "sam@acme.example")
+    user = await api.user("Sam@Acme.Example")
+    linked = await api.ok("POST", f"/api/v1/admins/{admin['id']}/link-user", {"acknowledge": True})
+    assert linked["email"] == "Sam@Acme.Example"
+    assert (await api.ok("GET", f"/api/v1/admins/{admin['id']}"))["email"] == user["email"]
+    [linking] = [r for r in await records(services, org.id) if r["event_type"] == "admin_update"
+                 and any(c["field"] == "linked_user_id" for c in r["changes"])]
+    assert {"field": "email", "from": "sam@acme.example", "to": "Sam@Acme.Example"} in linking["changes"]
+    assert linking["resource"]["email"] == "Sam@Acme.Example"
+
+
 async def test_federated_admins_cannot_be_linked(api: Api, services: Services, org: Org) -> None:
     admin, _ = await api.admin_with_key(Role.MANAGER, "fed@acme.test")
     await api.user("fed@acme.test")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +97,15 @@ async def test_jobs_travel_as_json_never_pickle(services: Services) -> None:
 
 async def test_many_jobs_enqueue_as_arq_enqueues_one(services: Services) -> None:
     queue, name = services.queue, services.settings.queue_name
-    assert await queue.enqueue("end_sessions", "known-job")
+    assert await queue.enqueue("send_email", "known-job")
     await services.redis.set("arq:result:finished-job", b"{}")  # arq still remembers its run
-    assert await queue.enqueue_many("end_sessions", ["known-job", "finished-job", "new-1", "new-2"]) == 2
-    assert await queue.enqueue_many("end_sessions", ["new-1"]) == 0
+    assert await queue.enqueue_many("send_email", ["known-job", "finished-job", "new-1", "new-2"]) == 2
+    assert await queue.enqueue_many("send_email", ["new-1"]) == 0
     assert await services.redis.zscore(name, "finished-job") is None
     for job_id in ("new-1", "new-2"):
         assert await services.redis.zscore(name, job_id) is not None
         job = await services.redis._get_job_def(job_id.encode(), None)
-        assert (job.function, list(job.args), job.kwargs) == ("end_sessions", [job_id], {})
+        assert (job.function, list(job.args), job.kwargs) == ("send_email", [job_id], {})
         assert 0 < await services.redis.pttl(f"arq:job:{job_id}") <= services.redis.expires_extra_ms
 
 
@@ -111,8 +113,32 @@ def test_worker_settings_are_what_arq_reads() -> None:
     from workers import WorkerSettings
 
     names = {f.__name__ for f in WorkerSettings.functions}
-    assert {"end_sessions", "send_email"} <= names
+    assert names == {"send_email", "apply_webhook"}  # sessions end at commit, not in a job
     assert WorkerSettings.job_serializer(WorkerSettings.job_deserializer(b'{"a":1}')) == b'{"a":1}'
+
+
+def test_end_sessions_rows_of_earlier_versions_are_settled_by_the_migration(tmp_path: Path) -> None:
+    """No worker runs ``end_sessions`` any more: a row an earlier version left unfinished would be
+    handed to arq again and again; the migration marks it complete, and touches nothing else."""
+    engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    statuses = {"old-queued": ("end_sessions", "queued"), "old-failed": ("end_sessions", "failed"),
+                "old-done": ("end_sessions", "complete"), "mail": ("send_email", "queued")}
+
+    async def migrate_over_old_rows() -> dict[str, str]:
+        await db.upgrade(engine, "0004")
+        async with engine.begin() as conn:
+            await conn.execute(orm.jobs.insert(), [
+                {"id": job_id, "idempotency_key": job_id, "function": function, "args": {}, "status": status,
+                 "created_at": datetime.now(UTC)} for job_id, (function, status) in statuses.items()])
+        await db.upgrade(engine)
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.select(orm.jobs.c.id, orm.jobs.c.status))
+            found = {row.id: row.status for row in rows}
+        await engine.dispose()
+        return found
+
+    assert asyncio.run(migrate_over_old_rows()) == {"old-queued": "complete", "old-failed": "complete",
+                                                    "old-done": "complete", "mail": "queued"}
 
 
 async def _schema_diff(url: str, schema: str | None) -> list[Any]:
@@ -154,10 +180,11 @@ def _cli_env(tmp_path: Path) -> dict[str, str]:
 
 def test_bootstrap_prints_the_api_key_once_and_stores_its_hash(tmp_path: Path) -> None:
     env = _cli_env(tmp_path)
-    done = subprocess.run([ADMINLINK, "bootstrap", "--org", "Acme", "--email", "owner@acme.test"],
+    done = subprocess.run([ADMINLINK, "bootstrap", "--org", "Acme", "--email", "owner@acme.test", "--migrate"],
                           env=env, capture_output=True, text=True, timeout=120, check=True)
     printed = json.loads(done.stdout)
     assert printed["api_key"].startswith("alk_") and "shown this once" in done.stderr
+    assert f"database SQLite file {tmp_path / 'data' / 'adminlink.db'}" in done.stderr
 
     async def stored() -> list[Any]:
         engine = db.make_engine(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'adminlink.db'}")
@@ -173,6 +200,53 @@ def test_bootstrap_prints_the_api_key_once_and_stores_its_hash(tmp_path: Path) -
     for secret in (printed["api_key"], printed["password"], printed["totp_secret"]):
         assert secret.encode() not in dump
     assert admins[0][0].startswith("$argon2id$")
+
+
+def _bootstrap(env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ADMINLINK, "bootstrap", "--org", "Acme", "--email", "owner@acme.test", *extra],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_bootstrap_refuses_a_database_without_migrations_and_names_it(tmp_path: Path) -> None:
+    """Run from another directory, the embedded default ``./data`` is a new, empty database: the
+    organization would be made where no server looks. Refused, and nothing is created."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADMINLINK_")}
+    database = elsewhere / "data" / "adminlink.db"
+    refused = _bootstrap(env, elsewhere)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert f"no migrations have been applied to SQLite file {database}" in refused.stderr
+    assert "--migrate" in refused.stderr and "ADMINLINK_DATA_DIR" in refused.stderr
+    assert not database.exists()
+    # A database the server has migrated takes the bootstrap as it is; --migrate sets up a new one.
+    migrated = subprocess.run([ADMINLINK, "migrate"], env=env, cwd=elsewhere, capture_output=True, text=True,
+                              timeout=120, check=True)
+    assert f"database SQLite file {database} upgraded to heads" in migrated.stdout
+    done = _bootstrap(env, elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["api_key"].startswith("alk_")
+    assert f"adminlink bootstrap: database SQLite file {database}" in done.stderr
+
+
+def test_bootstrap_refuses_an_older_schema_unless_told_to_migrate(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+
+    async def at_0004() -> None:
+        engine = db.make_engine(url)
+        await db.upgrade(engine, "0004")
+        await engine.dispose()
+
+    asyncio.run(at_0004())
+    with pytest.raises(SystemExit, match="is at 0004, older than this adminlink's"):
+        asyncio.run(cli.ensure_schema_for_bootstrap(url, migrate=False))
+    asyncio.run(cli.ensure_schema_for_bootstrap(url, migrate=True))
+    asyncio.run(cli.ensure_schema_for_bootstrap(url, migrate=False))  # now up to date
+
+
+def test_bootstrap_names_a_postgresql_database_without_its_password() -> None:
+    assert db.describe("postgresql+asyncpg://adminlink:hunter2@db:5432/adminlink") == (
+        "postgresql+asyncpg://adminlink:***@db:5432/adminlink")
 
 
 def test_serve_answers_health_and_readiness_within_a_minute(tmp_path: Path) -> None:
@@ -197,6 +271,26 @@ def test_serve_answers_health_and_readiness_within_a_minute(tmp_path: Path) -> N
         output = process.communicate(timeout=30)[0].decode()
     assert process.returncode == 0, output
     assert f"http://127.0.0.1:{port}" in output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_logs_the_signal_that_stopped_it(tmp_path: Path, sig: signal.Signals) -> None:
+    port = free_port()
+    env = {**_cli_env(tmp_path), "ADMINLINK_PORT": str(port)}
+    process = subprocess.Popen([ADMINLINK, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert process.stdout is not None
+        assert "listening" in process.stdout.readline()  # the signal handlers are in place
+        process.send_signal(sig)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    messages = [json.loads(line)["msg"] for line in stderr.splitlines() if line.startswith("{")]
+    assert f"shutdown on {sig.name}" in messages
+    assert not [m for m in messages if "SIGUSR1" in m]
+    assert [m for m in messages if m.startswith("worker stopped:")]
 
 
 def test_web_alone_needs_a_redis_that_a_worker_reads(tmp_path: Path) -> None:

@@ -142,7 +142,7 @@ async def test_the_reconciler_hands_over_a_job_retried_out_of_reach_of_the_worke
                                                                                      org: Org) -> None:
     """As ``adminlink jobs retry`` beside an embedded queue: the row is queued again, while the
     workers' Redis still keeps the last run's result, under which arq refuses the id."""
-    job_id = await add_job(services, org, "end_sessions", {"type": "user", "id": "x"}, enqueue=False)
+    job_id = await add_job(services, org, "send_email", {"mail_id": "x"}, enqueue=False)
     async with services.session_factory() as session, session.begin():
         await session.execute(sa.update(orm.jobs).where(orm.jobs.c.id == job_id).values(status="dead", tries=1))
     await services.redis.set(result_key_prefix + job_id, b"the last run")
@@ -156,7 +156,7 @@ async def test_the_reconciler_hands_over_a_job_retried_out_of_reach_of_the_worke
 
 async def test_abort_of_a_queued_job_keeps_it_from_running(api: Api, services: Services, org: Org,
                                                            workers: Worker) -> None:
-    job_id = await add_job(services, org, "end_sessions", {"type": "user", "id": "nobody"})
+    job_id = await add_job(services, org, "send_email", {"mail_id": "nobody"})
     assert await services.redis.zscore(services.settings.queue_name, job_id) is not None
     status, body = await api.post(f"{OPS}/jobs/{job_id}/abort")
     assert status == 200, body
@@ -203,15 +203,15 @@ async def test_abort_of_a_running_job_cancels_it(api: Api, services: Services, o
 
 async def test_queue_statistics(api: Api, services: Services, org: Org, workers: Worker) -> None:
     await workers.start()
-    finished = [await add_job(services, org, "end_sessions", {"type": "user", "id": f"u{i}"}) for i in range(3)]
+    finished = [await add_job(services, org, "send_email", {"mail_id": f"u{i}"}) for i in range(3)]
     for job_id in finished:
         await wait_for_status(services, job_id, "complete")
     await workers.stop()
-    await add_job(services, org, "end_sessions", {"type": "user", "id": "later"}, enqueue=False)
+    await add_job(services, org, "send_email", {"mail_id": "later"}, enqueue=False)
     other = await bootstrap_org(services, "Other")
-    await add_job(services, other, "end_sessions", {"type": "user", "id": "theirs"}, enqueue=False)
+    await add_job(services, other, "send_email", {"mail_id": "theirs"}, enqueue=False)
     stats = await api.ok("GET", f"{OPS}/queues")
-    [queue] = [q for q in stats["queues"] if q["queue"] == "end_sessions"]
+    [queue] = [q for q in stats["queues"] if q["queue"] == "send_email"]
     assert queue["queued"] == 1 and queue["in_progress"] == 0 and queue["dead"] == 0
     assert queue["completed"] == {"1m": 3, "5m": 3, "15m": 3}
     assert queue["time_in_queue_seconds"]["p50"] is not None and queue["time_in_queue_seconds"]["p99"] >= 0
@@ -219,13 +219,13 @@ async def test_queue_statistics(api: Api, services: Services, org: Org, workers:
 
 
 async def test_listing_pages_and_filters(api: Api, services: Services, org: Org) -> None:
-    ids = [await add_job(services, org, "end_sessions", {"type": "user", "id": f"u{i}"}, enqueue=False)
+    ids = [await add_job(services, org, "apply_webhook", {"integration_id": f"i{i}", "events": []}, enqueue=False)
            for i in range(5)]
     mail = await add_job(services, org, "send_email", {"mail_id": "m"}, enqueue=False)
     seen: list[str] = []
     cursor = ""
     while True:
-        query = "function=end_sessions&limit=2" + (f"&cursor={cursor}" if cursor else "")
+        query = "function=apply_webhook&limit=2" + (f"&cursor={cursor}" if cursor else "")
         page = await api.ok("GET", f"{OPS}/jobs?{query}")
         seen += [j["id"] for j in page["results"]]
         if not page["next_cursor"]:
@@ -266,7 +266,7 @@ async def test_detail_redacts_secrets(api: Api, services: Services, org: Org) ->
 
 async def test_refusals_change_nothing_and_are_recorded(api: Api, client: TestClient, services: Services,
                                                         org: Org) -> None:
-    job_id = await add_job(services, org, "end_sessions", {"type": "user", "id": "x"}, enqueue=False)
+    job_id = await add_job(services, org, "send_email", {"mail_id": "x"}, enqueue=False)
     manager_admin, manager = await api.admin_with_key(Role.MANAGER)
     for method, path in [("GET", f"{OPS}/queues"), ("GET", f"{OPS}/jobs"), ("GET", f"{OPS}/jobs/{job_id}"),
                          ("POST", f"{OPS}/jobs/{job_id}/retry"), ("POST", f"{OPS}/jobs/{job_id}/abort")]:
@@ -281,7 +281,7 @@ async def test_refusals_change_nothing_and_are_recorded(api: Api, client: TestCl
         assert (status, body["error"]["code"]) == (403, "permission_denied"), action
 
     other = await bootstrap_org(services, "Other")
-    theirs = await add_job(services, other, "end_sessions", {"type": "user", "id": "y"}, enqueue=False)
+    theirs = await add_job(services, other, "send_email", {"mail_id": "y"}, enqueue=False)
     for method, path in [("GET", f"{OPS}/jobs/{theirs}"), ("POST", f"{OPS}/jobs/{theirs}/abort"),
                          ("POST", f"{OPS}/jobs/{new_id()}/retry")]:
         status, body = await api.call(method, path)

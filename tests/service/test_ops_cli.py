@@ -70,9 +70,9 @@ async def status_of(services: Services, job_id: str) -> Any:
 
 
 async def test_list_show_and_stats(services: Services, org: Org) -> None:
-    dead = await add_job(services, org, "end_sessions", "dead")
+    dead = await add_job(services, org, "apply_webhook", "dead")
     queued = await add_job(services, org, "send_email")
-    theirs = await add_job(services, await bootstrap_org(services, "Other"), "end_sessions")
+    theirs = await add_job(services, await bootstrap_org(services, "Other"), "apply_webhook")
     settings = services.settings
 
     code, out, err = await adminlink(settings, "jobs", "list", "--org", org.id)
@@ -95,14 +95,14 @@ async def test_list_show_and_stats(services: Services, org: Org) -> None:
     header, _, *rows = out.splitlines()
     assert header.split()[:6] == ["QUEUE", "QUEUED", "RUNNING", "DEFERRED", "FAILED", "DEAD"]
     by_queue = {row.split()[0]: row.split() for row in rows}
-    assert by_queue["end_sessions"][5] == "1" and by_queue["send_email"][1] == "1"
+    assert by_queue["apply_webhook"][5] == "1" and by_queue["send_email"][1] == "1"
 
     with pytest.raises(DomainError, match="no such job"):
         await in_process(settings, "jobs", "show", theirs, "--org", org.id)
 
 
 async def test_retry_and_abort_are_recorded_as_the_cli(services: Services, org: Org) -> None:
-    dead = await add_job(services, org, "end_sessions", "dead")
+    dead = await add_job(services, org, "apply_webhook", "dead")
     queued = await add_job(services, org, "send_email")
     code, out, err = await adminlink(services.settings, "jobs", "retry", dead)
     assert code == 0, err

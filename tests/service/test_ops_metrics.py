@@ -95,13 +95,13 @@ async def test_jobs_and_queue_depth_are_counted(client: TestClient, services: Se
     await workers.start()
     actor = Actor(org.id, "test", "system", Role.BILLING)
     async with services.uow(actor) as uow:
-        done = await uow.add_job("end_sessions", {"type": "user", "id": "gone"})
+        done = await uow.add_job("send_email", {"mail_id": "gone"})
         waiting = await uow.add_job("send_email", {"mail_id": "later"})
-        uow._new_jobs = [("end_sessions", done)]  # the second row stays queued, never handed to arq
+        uow._new_jobs = [("send_email", done)]  # the second row stays queued, never handed to arq
         await uow.commit()
     await finished(services, done)
     found = samples((await scrape(client, Authorization="Bearer " + TOKEN))[1])
-    labels = (("function", "end_sessions"), ("outcome", "complete"))
+    labels = (("function", "send_email"), ("outcome", "complete"))
     assert found[("adminlink_jobs_total", labels)] >= 1
     assert found[("adminlink_job_duration_seconds_count", labels)] >= 1
     assert found[("adminlink_job_duration_seconds_bucket", tuple(sorted((*labels, ("le", "+Inf")))))] >= 1
@@ -183,7 +183,7 @@ async def test_job_logs_carry_the_job_id(services: Services, org: Org, workers: 
     await workers.start()
     actor = Actor(org.id, "test", "system", Role.BILLING)
     async with services.uow(actor) as uow:
-        job_id = await uow.add_job("end_sessions", {"type": "user", "id": "gone"})
+        job_id = await uow.add_job("send_email", {"mail_id": "gone"})
         await uow.commit()
     await finished(services, job_id)
     assert any(entry.get("job_id") == job_id and entry["logger"] == "arq.worker" for entry in lines(captured))

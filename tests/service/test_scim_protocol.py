@@ -61,7 +61,10 @@ async def test_discovery(api: Api) -> None:
     assert USER_SCHEMA in {s["id"] for s in schemas["Resources"]}
     user_schema = await scim.ok("GET", f"/Schemas/{USER_SCHEMA}")
     emails = next(a for a in user_schema["attributes"] if a["name"] == "emails")
+    # Required, as every client that follows the schema can meet; the description tells that a
+    # userName that is an email address stands in for it (Entra ID without mail).
     assert emails["required"] is True
+    assert "without emails takes its userName when that is an email address" in emails["description"]
     for path in ("/ServiceProviderConfig", "/ResourceTypes", "/Schemas"):
         for method in ("POST", "PUT", "PATCH", "DELETE"):
             status, body = await scim.call(method, path)

@@ -143,6 +143,47 @@ async def test_entra_provisioning_cycle(api: Api, services: Services) -> None:
     assert (await scim.ok("PATCH", f"/Users/{user['id']}", enable))["active"] is True
 
 
+async def test_entra_user_without_mail_takes_the_user_principal_name_as_its_email(api: Api,
+                                                                                 services: Services) -> None:
+    """Entra ID maps userPrincipalName to userName and sends no ``emails`` for a person without a
+    ``mail`` attribute: the email-shaped userName is the user's email, as spelled."""
+    scim = await scim_integration(api, provider="entra")
+    upn = f"No_Mail_{uuid.uuid4().hex[:8]}@Contoso.com"
+    body = {k: v for k, v in entra_user(upn).items() if k != "emails"}
+    status, user = await scim.call("POST", "/Users", body)
+    assert status == 201, user
+    email = upn.replace("Contoso.com", "contoso.com")  # the domain normalised, as in an emails value
+    assert user["emails"] == [{"value": email, "type": "work", "primary": True}]
+    row = await user_row(services, user["id"])
+    assert (row.email, row.username) == (email, upn)
+    # The email is now the user's primary emails entry: a PATCH of userName alone keeps it.
+    moved = f"Moved_{uuid.uuid4().hex[:8]}@Contoso.com"
+    await scim.ok("PATCH", f"/Users/{user['id']}", {"schemas": [PATCH_SCHEMA], "Operations": [
+        {"op": "Replace", "path": "userName", "value": moved}]})
+    assert ((row := await user_row(services, user["id"])).username, row.email) == (moved, email)
+    # A full replacement without emails takes the userName again; one with emails takes those.
+    renamed = f"Renamed_{uuid.uuid4().hex[:8]}@Contoso.com"
+    replaced = await scim.ok("PUT", f"/Users/{user['id']}", {**body, "userName": renamed})
+    assert replaced["emails"][0]["value"] == renamed.replace("Contoso.com", "contoso.com")
+    assert (await user_row(services, user["id"])).email == replaced["emails"][0]["value"]
+    mailed = await scim.ok("PUT", f"/Users/{user['id']}", {**body, "userName": renamed,
+                                                            "emails": [{"value": "mail@contoso.com", "primary": True}]})
+    assert mailed["emails"][0]["value"] == "mail@contoso.com"
+
+
+async def test_a_user_with_neither_emails_nor_an_email_shaped_user_name_is_refused(api: Api,
+                                                                                   services: Services) -> None:
+    scim = await scim_integration(api, provider="entra")
+    name = f"no-mail-{uuid.uuid4().hex[:8]}"
+    for user_name in (name, f"{name}@", f"{name} @contoso.com"):
+        body = {k: v for k, v in entra_user(user_name).items() if k != "emails"}
+        status, error = await scim.call("POST", "/Users", body)
+        assert (status, error["scimType"]) == (400, "invalidValue"), user_name
+        assert error["detail"].startswith("emails: adminlink needs an email for every user")
+    listed = await scim.ok("GET", f'/Users?filter=userName%20sw%20%22{name}%22')
+    assert listed["totalResults"] == 0
+
+
 async def test_entra_manager_as_a_bare_string_in_a_no_path_replace(api: Api) -> None:
     scim = await scim_integration(api, provider="entra")
     manager, user = await scim.create_user(), await scim.create_user()

@@ -220,9 +220,10 @@ async def test_directory_events(api: Api, services: Services, org: Org, worker: 
 
 async def test_a_role_assigned_to_a_user_with_an_admins_email_links_that_admin(api: Api, services: Services,
                                                                                org: Org, worker: None) -> None:
-    """The seed's second procedure, from a directory: the existing admin is linked, and takes the role."""
+    """The seed's second procedure, from a directory: the existing admin is linked, takes the role,
+    and its email is the user's spelling of it from then on."""
     classic, _ = await api.admin_with_key(Role.MANAGER)
-    user = await api.user(classic["email"])
+    user = await api.user(classic["email"].upper())
     directory = await sender(api, "directory")
     assigned = event("admin_role.assigned", email=user["email"], data={"role": "Administrator"})
     assert (await settled(services, await directory.accepted(assigned))).status == "complete"
@@ -232,6 +233,7 @@ async def test_a_role_assigned_to_a_user_with_an_admins_email_links_that_admin(a
                  if any(c["field"] == "linked_user_id" for c in r.get("changes", []))]
     assert linking["resource"]["id"] == classic["id"]
     assert {"field": "role", "from": "Manager", "to": "Administrator"} in linking["changes"]
+    assert (await api.ok("GET", f"/api/v1/admins/{classic['id']}"))["email"] == user["email"]
 
 
 async def test_unknown_employees_in_a_list_are_skipped_and_the_others_applied(api: Api, services: Services,

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from service.domain.errors import Conflict, InvalidRequest
+from service.domain.events import Change
 from service.domain.model import (
     Admin,
     MfaEnrollment,
@@ -68,7 +69,14 @@ def test_linking_deletes_the_admins_own_credentials_and_ends_its_sessions() -> N
     assert admin.password_hash is None and admin.totp_secret is None
     assert admin.mfa_enrollment == MfaEnrollment.LINKED_USER and admin.linked_user_id == target.id
     assert admin.auth_epoch == 1
-    assert {c.field for c in changes} == {"linked_user_id", "mfa_enrollment", "password", "totp"}
+    assert {c.field for c in changes} == {"linked_user_id", "mfa_enrollment", "password", "totp", "email"}
+
+
+def test_a_linked_admins_email_is_its_users_spelling_from_the_link_on() -> None:
+    admin, target = classic_admin("pat@example.com"), user()
+    changes = admin.link_to(target, ["totp"])
+    assert admin.email == target.email == "Pat@Example.com"
+    assert Change("email", "pat@example.com", "Pat@Example.com") in changes
 
 
 def test_linking_needs_matching_emails() -> None:

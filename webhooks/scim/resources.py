@@ -3,7 +3,7 @@
 A user's SCIM representation is its own columns (userName, name.givenName / familyName, the
 email, active) plus the attributes the provider wrote that adminlink keeps for it as given. The
 user's one email is the primary SCIM email: the entry marked primary, else the first of type
-"work", else the first.
+"work", else the first; a user sent without any takes its userName when that is an email address.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import EmailStr, TypeAdapter, ValidationError
 from scim2_models import Context, Group, GroupMember, Meta, ResponseParameters
 
 from service.domain.commands import ProvisionedProfile
@@ -24,6 +25,7 @@ OWN_ATTRIBUTES = frozenset({"schemas", "id", "meta", "externalId", "userName", "
                             "password", "groups"})
 OWN_NAME_PARTS = ("givenName", "familyName")
 DEFAULT_EMAIL_TYPE = "work"
+EMAIL_VALUE = TypeAdapter(EmailStr)  # what scim2-models' emails.value is
 LIMITS = {"userName": 200, "name.givenName": 200, "name.familyName": 200, "emails.value": 320,
           "emails.type": 40, "displayName": 300, "externalId": 300}
 
@@ -149,20 +151,42 @@ def _kept_emails(emails: list[dict[str, Any]], index: int) -> list[dict[str, Any
     return emails
 
 
+def _as_email_value(text: str) -> str | None:
+    """``text`` read as an ``emails.value`` is read (email-validator, through scim2-models: the
+    domain normalised), or None when it is not an email address."""
+    try:
+        return EMAIL_VALUE.validate_python(text.strip())
+    except ValidationError:
+        return None
+
+
+def _email_and_type(document: dict[str, Any], emails: list[dict[str, Any]],
+                    index: int | None) -> tuple[str, str | None]:
+    """The user's email and its SCIM type: the primary of ``emails``; without one, a ``userName``
+    that is an email address (Entra ID maps userPrincipalName to userName and sends no ``emails``
+    for a person without a ``mail`` attribute)."""
+    if index is not None:
+        value = _text(emails[index].get("value"), "emails.value", required=True) or ""
+        return value, _text(emails[index].get("type"), "emails.type")
+    username = document.get("userName")
+    from_username = _as_email_value(username) if isinstance(username, str) else None
+    if from_username is not None:
+        return from_username, None
+    raise ScimError(400, "emails: adminlink needs an email for every user: send emails, or a userName that is an "
+                         "email address", "invalidValue")
+
+
 def profile_from_user(resource: Any) -> tuple[ProvisionedProfile, str | None]:
     """The wanted state of a user from a SCIM User (a POST or PUT body, or a patched resource),
     and the password it carries, if any."""
     document: dict[str, Any] = resource.model_dump(scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
     emails = [e for e in document.get("emails") or [] if isinstance(e, dict)]
     index = primary_index(emails)
-    if index is None:
-        raise ScimError(400, "emails: adminlink needs an email for every user", "invalidValue")
-    email = _text(emails[index].get("value"), "emails.value", required=True)
-    email_type = _text(emails[index].get("type"), "emails.type")
+    email, email_type = _email_and_type(document, emails, index)
     name = dict(document.get("name") or {})
     attributes = {k: v for k, v in document.items() if k not in OWN_ATTRIBUTES}
     attributes.pop("emails", None)
-    kept = _kept_emails(emails, index)
+    kept = _kept_emails(emails, index) if index is not None else emails or None
     if kept is not None:
         attributes["emails"] = kept
     extra_name = {k: v for k, v in name.items() if k not in OWN_NAME_PARTS}

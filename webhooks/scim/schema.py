@@ -2,8 +2,12 @@
 
 The schemas are scim2-models' RFC 7643 schemas, with adminlink's own requirements: every user has
 an email (``emails`` is required) and is active or not (``active`` is required; a request that
-leaves it out creates an active user). Group members are users named by ``value`` and ``$ref``;
-adminlink keeps no per-member ``display``, so it is not published.
+leaves it out creates an active user). A User without ``emails`` whose ``userName`` is an email
+address is accepted too (Microsoft Entra ID sends one for a person without ``mail``): a schema
+cannot make one attribute stand in for another, so ``emails`` stays required, which every client
+that follows the schema can meet, and its description tells of the exception. Group members are
+users named by ``value`` and ``$ref``; adminlink keeps no per-member ``display``, so it is not
+published.
 """
 
 from __future__ import annotations
@@ -70,6 +74,20 @@ def _required(schema: Schema, *names: str) -> Schema:
     return schema
 
 
+EMAILS_DESCRIPTION = (
+    "Email addresses for the User. adminlink needs one email for every user: the entry marked primary, "
+    "else the first of type work, else the first. A User sent without emails takes its userName when that "
+    "is an email address (as Microsoft Entra ID sends a person without a mail attribute), and is refused "
+    "otherwise.")
+
+
+def _described(schema: Schema, name: str, description: str) -> Schema:
+    for attribute in schema.attributes or []:
+        if attribute.name == name:
+            attribute.description = description
+    return schema
+
+
 def _without_member_display(schema: Schema) -> Schema:
     for attribute in schema.attributes or []:
         if attribute.name == "members":
@@ -80,7 +98,7 @@ def _without_member_display(schema: Schema) -> Schema:
 @cache
 def schemas() -> tuple[Schema, ...]:
     return (
-        _required(User.to_schema(), "emails", "emails.value", "active"),
+        _described(_required(User.to_schema(), "emails", "emails.value", "active"), "emails", EMAILS_DESCRIPTION),
         EnterpriseUser.to_schema(),
         _without_member_display(Group.to_schema()),
         Schema.to_schema(),
