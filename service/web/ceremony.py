@@ -48,6 +48,7 @@ FACTOR_NAMES = {
     "duo": "Duo",
     "go": "Go (passwordless, this device)",
 }
+BUTTONS = {"webauthn_device": "Use this device", "security_key": "Use my security key", "go": "Use Go"}
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ async def verify_page(request: web.Request, ceremony: Ceremony, *, error: str | 
             factors = list(challenge.factors)
         except DomainError:
             factors = []
-    context = {"ceremony": ceremony, "factors": factors, "names": FACTOR_NAMES, "error": error,
+    context = {"ceremony": ceremony, "factors": factors, "names": FACTOR_NAMES, "buttons": BUTTONS, "error": error,
                "error_code": code, "layout": ceremony.layout, "title": ceremony.title}
     return render(request, "verify.html", context, status)
 
