@@ -10,7 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from service.web import admin_portal, user_portal
+from service.web import admin_portal, insights_page, user_portal
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,4 +20,5 @@ def setup(app: web.Application) -> None:
                          autoescape=jinja2.select_autoescape(default=True, default_for_string=True))
     app.add_routes(user_portal.routes)
     app.add_routes(admin_portal.routes)
+    app.add_routes(insights_page.routes)
     app.router.add_static("/static/", HERE / "static", name="static", append_version=False)

@@ -57,6 +57,19 @@ async def test_a_billing_admin_grants_a_user_an_admin_role_behind_the_warning(
     assert "Help Desk" in await page.inner_text("#admin-account")
     await shot(page, "admin-user-security")
 
+    await page.click("nav >> text=Directory Insights")
+    await page.fill("#user", user["email"])
+    await page.click("#filter")
+    types = await page.locator("#events tbody tr").evaluate_all("rows => rows.map(r => r.dataset.eventType)")
+    assert types[:2] == ["admin_create", "user_update"] or types[:2] == ["user_update", "admin_create"], types
+    await page.select_option("#event_type", "admin_create")
+    await page.click("#filter")
+    row = page.locator("#events tbody tr")
+    assert await row.count() == 1
+    await row.locator("summary").click()
+    assert '"auth_method": "admin_portal_session"' in await row.locator("pre").inner_text()
+    await shot(page, "admin-insights")
+
     admin = (await site.api.ok("GET", f"/api/v1/users/{user['id']}"))["admin"]
     assert admin["role"] == Role.HELP_DESK.value
     [update] = [e for e in await events(site, "user_update", user["id"]) if "admin" in str(e.get("changes"))]
