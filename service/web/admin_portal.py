@@ -26,12 +26,21 @@ from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.model import Admin, Role
 from service.policy import Action
+from service.signin import passwords
 from service.signin.challenges import ADMIN_LOGIN
 from service.signin.enrollment import Enrollment
 from service.signin.flows import MfaRequired
 from service.signin.records import ADMIN_PORTAL
 from service.web import ceremony as mfa
-from service.web.common import CsrfRefused, check_csrf, local_path, redirect, render, sentence
+from service.web.common import (
+    CsrfRefused,
+    check_csrf,
+    local_path,
+    redirect,
+    render,
+    sentence,
+    set_session_cookie,
+)
 
 routes = web.RouteTableDef()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -151,7 +160,8 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 @routes.get("/admin/")
 @console_page
 async def home(request: web.Request, console: Console) -> web.StreamResponse:
-    return render(request, "admin/home.html", layout(console, "Admin portal"))
+    flash = "Your password is changed." if request.query.get("done") == "password" else None
+    return render(request, "admin/home.html", layout(console, "Admin portal", flash=flash))
 
 
 @routes.get("/admin/users")
@@ -181,8 +191,13 @@ USER_ACTIONS: dict[str, UserAction] = {
     "unlock": UserAction("Unlock", Action.UNLOCK_USER, lambda a, u, f: c.UnlockUser(a, u), "The user is unlocked."),
     "expire-password": UserAction("Force password reset", Action.FORCE_PASSWORD_RESET,
                                   lambda a, u, f: c.ForcePasswordReset(a, u), "The user must set a new password."),
-    "reset-totp": UserAction("Reset TOTP", Action.TOTP_ENROLL_RESET, lambda a, u, f: c.ResetTotp(a, u),
-                             "The user's TOTP is reset.", danger=True),
+    "require-totp": UserAction("Require TOTP", Action.TOTP_ENROLL_RESET, lambda a, u, f: c.RequireTotp(a, u),
+                               "The user must enroll TOTP in the user portal."),
+    "reset-totp": UserAction("Reset TOTP", Action.TOTP_ENROLL_RESET,
+                             lambda a, u, f: c.ResetTotp(a, u, require=True),
+                             "The user's TOTP is deleted; they enroll a new one in the user portal.", danger=True),
+    "remove-totp": UserAction("Remove TOTP", Action.TOTP_ENROLL_RESET, lambda a, u, f: c.ResetTotp(a, u),
+                              "The user's TOTP is removed.", danger=True),
     "remove-webauthn": UserAction("Remove", Action.WEBAUTHN_CHANGE,
                                   lambda a, u, f: c.DeleteWebauthnCredential(a, u, str(f.get("id", ""))[:64]),
                                   "The WebAuthn credential is removed.", danger=True),
@@ -194,7 +209,8 @@ USER_ACTIONS: dict[str, UserAction] = {
                                                                     api_access=f.get("api_access") == "on"),
                               "The user now holds an admin role. An email tells them."),
 }
-SECURITY_ACTIONS = ("suspend", "activate", "unlock", "expire-password", "reset-totp")
+SECURITY_ACTIONS = ("suspend", "activate", "unlock", "expire-password")
+TOTP_ACTIONS = ("require-totp", "reset-totp", "remove-totp")
 
 
 def _role(form: dict[str, Any]) -> Role:
@@ -216,10 +232,11 @@ async def user_detail(request: web.Request, console: Console) -> web.StreamRespo
     has_admin = admin is not None
     gates = {slug: console.may(a.action, has_admin) for slug, a in USER_ACTIONS.items()}
     gates["remove-admin"] = console.may(Action.REMOVE_ADMIN_ACCESS, True)
-    done = USER_ACTIONS.get(request.query.get("done", ""))
+    done = request.query.get("done", "")
+    flash = USER_ACTIONS[done].done if done in USER_ACTIONS else ADMIN_DONE.get(done)
     return render(request, "admin/user.html", layout(
         console, shown["email"], user=shown, admin=admin, factors=factors, gates=gates, actions=USER_ACTIONS,
-        security_actions=SECURITY_ACTIONS, roles=[r.value for r in Role], flash=done.done if done else None))
+        security_actions=SECURITY_ACTIONS, totp_actions=TOTP_ACTIONS, roles=[r.value for r in Role], flash=flash))
 
 
 @routes.post("/admin/users/{user_id}/actions/{slug}")
@@ -232,6 +249,38 @@ async def user_action(request: web.Request, console: Console) -> web.StreamRespo
     user_id = request.match_info["user_id"]
     await services_of(request).bus.handle(chosen.command(console.actor, user_id, form))
     raise redirect(f"/admin/users/{quote(user_id, safe='')}?done={request.match_info['slug']}")
+
+
+# --- the admin's own password ------------------------------------------------------------------------
+
+
+@routes.get("/admin/password")
+@console_page
+async def password_page(request: web.Request, console: Console) -> web.StreamResponse:
+    return render(request, "admin/password.html", layout(console, "Change your password"))
+
+
+@routes.post("/admin/password")
+@console_page
+async def change_password(request: web.Request, console: Console) -> web.StreamResponse:
+    """A classic admin's own password. An admin linked to a user is told to use the user portal
+    (the flow refuses with ``use_user_portal``): it has no admin password any more."""
+    form = await check_csrf(request)
+    old, new, again = (str(form.get(name, ""))[:1000] for name in ("old_password", "new_password", "confirm"))
+    if new != again:
+        return render(request, "admin/password.html", layout(
+            console, "Change your password", field_error="The two new passwords are not the same."), 400)
+    _, session, _ = await current_session(request, ADMIN_PORTAL)
+    try:
+        result = await passwords.change_admin_password(mfa.signin_of(request), session, console.admin, old, new,
+                                                       mfa.client(request))
+    except DomainError as error:
+        return render(request, "admin/password.html", layout(
+            console, "Change your password", error=sentence(error), error_code=error.code,
+            user_portal_hint=error.code == "use_user_portal"), status_for(error))
+    response = redirect("/admin/?done=password")
+    set_session_cookie(request, response, result.session.portal, result.token)
+    raise response
 
 
 # --- administrators ----------------------------------------------------------------------------------

@@ -229,7 +229,8 @@ def _enrollment(request: web.Request) -> Enrollment:
 async def home(request: web.Request, me: Me) -> web.StreamResponse:
     overview = await _enrollment(request).overview(me.user)
     return render(request, "portal/home.html", layout(me, "Your account", user=me.user, overview=overview,
-                                                      session_factor=me.session.factor))
+                                                      session_factor=me.session.factor,
+                                                      flash=ENROLLED.get(request.query.get("done", ""))))
 
 
 @routes.get("/portal/mfa")

@@ -8,7 +8,11 @@ import re
 import pyotp
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import Org
+from service.domain.model import Role
+from tests.conftest import Api, Org
+
+USER_PASSWORD = "a long user password 1"
+NEW_PASSWORD = "a brand new long password 2"
 
 
 def csrf_of(html: str) -> str:
@@ -77,3 +81,69 @@ async def test_a_next_address_off_this_site_is_ignored(client: TestClient, org: 
     verified = await client.post("/admin/sign-in/totp", data={"code": pyotp.TOTP(org.totp_secret).now(),
                                                               "csrf": token}, allow_redirects=False)
     assert verified.headers["Location"] == "/admin/"
+
+
+async def signed_in_console(client: TestClient, org: Org) -> str:
+    """An admin-portal session in the test client's cookie jar; answers the page's CSRF token."""
+    token = csrf_of(await (await client.get("/admin/sign-in")).text())
+    await client.post("/admin/sign-in", data={"email": org.email, "password": org.password, "csrf": token})
+    await client.post("/admin/sign-in/totp", data={"code": pyotp.TOTP(org.totp_secret).now(), "csrf": token})
+    return token
+
+
+async def test_the_console_requires_totp_and_no_page_shows_the_admin_a_secret(
+        client: TestClient, api: Api, org: Org) -> None:
+    user = await api.user(mfa=False)
+    token = await signed_in_console(client, org)
+    done = await client.post(f"/admin/users/{user['id']}/actions/require-totp", data={"csrf": token})
+    page = await done.text()
+    assert "must enroll TOTP in the user portal" in page and "otpauth" not in page
+    shown = await api.ok("GET", f"/api/v1/users/{user['id']}")
+    assert shown["mfa"] == {"configured": False, "required": True, "factors": []}
+    again = await client.post(f"/admin/users/{user['id']}/actions/require-totp", data={"csrf": token})
+    assert again.status == 200  # still not enrolled: requiring again changes nothing
+    bogus = await client.post(f"/admin/users/{user['id']}/actions/make-coffee", data={"csrf": token})
+    assert bogus.status == 404
+
+
+async def test_a_user_changes_the_password_in_the_user_portal(client: TestClient, api: Api) -> None:
+    user = await api.user(mfa=False)
+    token = csrf_of(await (await client.get("/portal/sign-in")).text())
+    signed_in = await client.post("/portal/sign-in", data={"email": user["email"], "password": USER_PASSWORD,
+                                                           "csrf": token}, allow_redirects=False)
+    assert signed_in.headers["Location"] == "/portal/mfa"  # no factor yet
+    mismatch = await client.post("/portal/password", data={"old_password": USER_PASSWORD, "csrf": token,
+                                                           "new_password": NEW_PASSWORD, "confirm": "other"})
+    text = await mismatch.text()
+    assert mismatch.status == 400 and 'aria-describedby="confirm-error"' in text
+    wrong = await client.post("/portal/password", data={"old_password": "not it at all", "csrf": token,
+                                                        "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    assert wrong.status == 401 and 'id="password-error"' in await wrong.text()
+    changed = await client.post("/portal/password", data={"old_password": USER_PASSWORD, "csrf": token,
+                                                          "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD})
+    assert changed.status == 200 and "Your password is changed." in await changed.text()
+    old = await client.post("/portal/sign-in", data={"email": user["email"], "password": USER_PASSWORD,
+                                                     "csrf": token})
+    assert 'data-code="invalid_credentials"' in await old.text()
+
+
+async def test_an_admin_linked_to_a_user_is_sent_to_the_user_portal_to_change_its_password(
+        client: TestClient, api: Api, org: Org) -> None:
+    user = await api.user()
+    await api.admin_from_user(user, Role.MANAGER)
+    token = csrf_of(await (await client.get("/admin/sign-in")).text())
+    await client.post("/admin/sign-in", data={"email": user["email"], "password": USER_PASSWORD, "csrf": token})
+    await client.post("/admin/sign-in/totp", data={"code": pyotp.TOTP(user["totp_secret"]).now(), "csrf": token})
+    form = {"old_password": USER_PASSWORD, "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD, "csrf": token}
+    refused = await client.post("/admin/password", data=form)
+    text = await refused.text()
+    assert refused.status == 409 and 'data-code="use_user_portal"' in text and 'href="/portal/password"' in text
+
+
+async def test_a_classic_admin_changes_its_own_password_in_the_admin_portal(client: TestClient, org: Org) -> None:
+    token = await signed_in_console(client, org)
+    form = {"old_password": org.password, "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD, "csrf": token}
+    changed = await client.post("/admin/password", data=form)
+    assert changed.status == 200 and "Your password is changed." in await changed.text()
+    old = await client.post("/admin/sign-in", data={"email": org.email, "password": org.password, "csrf": token})
+    assert 'data-code="invalid_credentials"' in await old.text()
