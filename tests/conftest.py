@@ -181,9 +181,12 @@ async def enroll_totp_as_the_user(services: Services, user_id: str) -> str:
 class Api:
     """The management API as a client sees it, with one admin's API key."""
 
-    def __init__(self, client: TestClient, key: str) -> None:
+    def __init__(self, client: TestClient, key: str, services: Services | None = None) -> None:
         self.client = client
         self.key = key
+        # Where users enroll TOTP as in the user portal: the test client's app, or (against a
+        # separate process) services on the same database and Redis.
+        self.services = services
 
     async def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
         response = await self.client.request(method, path, json=body, headers={"x-api-key": self.key, **headers})
@@ -208,7 +211,8 @@ class Api:
                 **fields}
         user = await self.ok("POST", "/api/v1/users", body)
         if mfa:
-            user["totp_secret"] = await enroll_totp_as_the_user(self.client.app[SERVICES], user["id"])
+            services = self.services or self.client.app[SERVICES]
+            user["totp_secret"] = await enroll_totp_as_the_user(services, user["id"])
         return user
 
     async def admin_with_key(self, role: Role, email: str | None = None) -> tuple[dict[str, Any], Api]:
