@@ -20,7 +20,7 @@ from aiohttp import web
 from service import handlers, policy, views
 from service.api.auth import COOKIE, current_session
 from service.api.context import services_of
-from service.api.errors import ApiError, status_for
+from service.api.errors import ApiError
 from service.domain import commands as c
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
@@ -36,6 +36,7 @@ from service.web.common import (
     CsrfRefused,
     check_csrf,
     local_path,
+    page_status,
     redirect,
     render,
     sentence,
@@ -97,7 +98,7 @@ def console_page(handler: Callable[[web.Request, Console], Awaitable[web.StreamR
                                          "and try again."), 403)
         except DomainError as error:
             return render(request, "message.html", layout(console, "Not done", text=sentence(error),
-                                                          code=error.code), status_for(error))
+                                                          code=error.code), page_status(error))
 
     return wrapped
 
@@ -132,7 +133,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     except DomainError as error:
         return render(request, "sign_in.html", {**context, "error": sentence(error), "error_code": error.code,
                                                 "user_portal_hint": error.code in (
-                                                    "not_an_admin", "mfa_not_enrolled")}, status_for(error))
+                                                    "not_an_admin", "mfa_not_enrolled")}, page_status(error))
     assert isinstance(result, MfaRequired)  # the admin portal always asks a factor
     raise mfa.begin(request, SIGN_IN, result.challenge_id, result.expires_in, next_path)
 
@@ -277,7 +278,7 @@ async def change_password(request: web.Request, console: Console) -> web.StreamR
     except DomainError as error:
         return render(request, "admin/password.html", layout(
             console, "Change your password", error=sentence(error), error_code=error.code,
-            user_portal_hint=error.code == "use_user_portal"), status_for(error))
+            user_portal_hint=error.code == "use_user_portal"), page_status(error))
     response = redirect("/admin/?done=password")
     set_session_cookie(request, response, result.session.portal, result.token)
     raise response

@@ -20,7 +20,7 @@ from service.api import inputs
 from service.api import signin as signin_api
 from service.api.auth import current_session
 from service.api.context import services_of
-from service.api.errors import ApiError, status_for
+from service.api.errors import ApiError
 from service.domain.errors import DomainError
 from service.signin.challenges import STEP_UP
 from service.signin.errors import Unauthorized
@@ -31,6 +31,7 @@ from service.web.common import (
     check_csrf,
     json_answer,
     local_path,
+    page_status,
     redirect,
     render,
     sentence,
@@ -128,7 +129,7 @@ def _page(ceremony: Ceremony, handler: Handler) -> Handler:
             return await verify_page(request, ceremony, error="This form was stale. Please try again.",
                                      status=403)
         except DomainError as error:
-            return await verify_page(request, ceremony, error=sentence(error), status=status_for(error),
+            return await verify_page(request, ceremony, error=sentence(error), status=page_status(error),
                                      code=error.code)
 
     return wrapped
@@ -145,7 +146,7 @@ def _json(handler: Handler) -> Handler:
             return json_answer(request, {"error": "This page was stale. Reload it and try again.",
                                          "code": "csrf_failed"}, 403)
         except DomainError as error:
-            return json_answer(request, {"error": sentence(error), "code": error.code}, status_for(error))
+            return json_answer(request, {"error": sentence(error), "code": error.code}, page_status(error))
 
     return wrapped
 

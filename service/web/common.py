@@ -19,8 +19,9 @@ from aiohttp import web
 from service.adapters.crypto import constant_time_equal
 from service.api.auth import PORTAL_COOKIES
 from service.api.context import services_of
+from service.api.errors import status_for
 from service.domain.errors import DomainError
-from service.signin.errors import RateLimited
+from service.signin.errors import RateLimited, Unavailable
 
 CSRF_COOKIE = "adminlink_csrf"
 CSRF_FIELD = "csrf"
@@ -153,6 +154,16 @@ def sentence(error: DomainError) -> str:
     if required:
         return f"Your admin role may not do this: it needs the {required} role."
     return SENTENCES.get(error.code, error.message[:1].upper() + error.message[1:] + ".")
+
+
+def page_status(error: DomainError) -> int:
+    """The HTTP status of a refusal's page: the API's, with rate limits 429 and an unreachable
+    outside service (Duo) 503, as the sign-in API answers them."""
+    if isinstance(error, RateLimited):
+        return 429
+    if isinstance(error, Unavailable):
+        return 503
+    return status_for(error)
 
 
 def portal_link(error: DomainError) -> bool:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api.errors import status_for
 from service.domain.errors import DomainError
 from service.signin.flows import Pending, SignedIn
 from service.signin.records import ADMIN_PORTAL
-from service.web.common import redirect, render, sentence, set_session_cookie
+from service.web.common import page_status, redirect, render, sentence, set_session_cookie
 
 HOME = {ADMIN_PORTAL: "/admin/", "user_portal": "/portal/"}
 
@@ -32,4 +31,4 @@ def refused(request: web.Request, error: DomainError) -> web.Response:
     return render(request, "message.html", {"layout": "portal", "title": "Duo sign-in not completed",
                                             "text": sentence(error), "code": error.code,
                                             "back": "/portal/sign-in", "back_label": "Sign in again"},
-                  status_for(error))
+                  page_status(error))

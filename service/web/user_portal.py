@@ -21,7 +21,7 @@ from service.adapters.sessions import Session
 from service.api import inputs
 from service.api.auth import USER_COOKIE, current_session
 from service.api.context import services_of
-from service.api.errors import ApiError, status_for
+from service.api.errors import ApiError
 from service.domain.errors import DomainError
 from service.domain.model import User
 from service.signin import passwords
@@ -34,6 +34,7 @@ from service.web.common import (
     CsrfRefused,
     check_csrf,
     json_answer,
+    page_status,
     redirect,
     render,
     sentence,
@@ -89,7 +90,7 @@ def portal_page(handler: Callable[[web.Request, Me], Awaitable[web.StreamRespons
                                                                               "page and try again."), 403)
         except DomainError as error:
             return render(request, "message.html", layout(me, "Not done", text=sentence(error), code=error.code),
-                          status_for(error))
+                          page_status(error))
 
     return wrapped
 
@@ -108,7 +109,7 @@ def portal_json(handler: Callable[[web.Request, Me], Awaitable[web.StreamRespons
             return json_answer(request, {"error": "This page was stale. Reload it and try again.",
                                          "code": "csrf_failed"}, 403)
         except DomainError as error:
-            return json_answer(request, {"error": sentence(error), "code": error.code}, status_for(error))
+            return json_answer(request, {"error": sentence(error), "code": error.code}, page_status(error))
 
     return wrapped
 
@@ -155,7 +156,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     except DomainError as error:
         return render(request, "sign_in.html", _sign_in_context(email=email, organization_id=org_id,
                                                                 error=sentence(error), error_code=error.code),
-                      status_for(error))
+                      page_status(error))
     if isinstance(result, SignedIn):  # no factor yet: the portal is where the first one is enrolled
         raise signed_in(request, result, "/portal/mfa")
     assert isinstance(result, MfaRequired)
@@ -175,7 +176,7 @@ def _json_refusals(handler: Handler) -> Handler:
             return json_answer(request, {"error": "This page was stale. Reload it and try again.",
                                          "code": "csrf_failed"}, 403)
         except DomainError as error:
-            return json_answer(request, {"error": sentence(error), "code": error.code}, status_for(error))
+            return json_answer(request, {"error": sentence(error), "code": error.code}, page_status(error))
 
     return wrapped
 
@@ -320,7 +321,7 @@ async def change_password(request: web.Request, me: Me) -> web.StreamResponse:
                                                       mfa.client(request))
     except DomainError as error:
         return render(request, "portal/password.html", layout(me, "Change your password", error=sentence(error)),
-                      status_for(error))
+                      page_status(error))
     raise signed_in(request, result, "/portal/?done=password")
 
 
