@@ -84,6 +84,7 @@ async def test_updating_a_classic_admin_with_its_matching_user_deletes_the_admin
         browser: Browser, site: Site, org: Org) -> None:
     classic, _ = await site.api.admin_with_key(Role.MANAGER)
     await site.api.user(classic["email"])
+    theirs = await admin_page(browser, site, classic["email"], ADMIN_PASSWORD, classic["totp_secret"], set())
     page = await admin_page(browser, site, org.email, org.password, org.totp_secret, set())
     await page.click("nav >> text=Administrators")
     row = page.locator(f'tr[data-admin-id="{classic["id"]}"]')
@@ -99,6 +100,8 @@ async def test_updating_a_classic_admin_with_its_matching_user_deletes_the_admin
     assert "matching user's credentials" in await page.inner_text("#flash")
     assert await row.locator(".mfa-status").inner_text() == "Inherited from user"
     await shot(page, "admin-admins-linked")
+    await theirs.reload()  # the admin's open session ended with its credentials
+    assert "/admin/sign-in" in theirs.url
 
     stranger = await (await browser.new_context()).new_page()
     await sign_in(stranger, site.base, "admin", classic["email"], ADMIN_PASSWORD)
