@@ -34,6 +34,7 @@ from service.web.common import (
     page_status,
     redirect,
     render,
+    script_call,
     sentence,
     set_cookie,
     set_session_cookie,
@@ -135,22 +136,6 @@ def _page(ceremony: Ceremony, handler: Handler) -> Handler:
     return wrapped
 
 
-def _json(handler: Handler) -> Handler:
-    """A script's call answers JSON: ``{"error", "code"}`` on a refusal."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except CsrfRefused:
-            return json_answer(request, {"error": "This page was stale. Reload it and try again.",
-                                         "code": "csrf_failed"}, 403)
-        except DomainError as error:
-            return json_answer(request, {"error": sentence(error), "code": error.code}, page_status(error))
-
-    return wrapped
-
-
 async def verify_page(request: web.Request, ceremony: Ceremony, *, error: str | None = None, status: int = 200,
                       code: str | None = None) -> web.Response:
     factors: list[str] = []
@@ -191,7 +176,6 @@ def add_routes(routes: web.RouteTableDef, ceremony: Ceremony) -> None:
         raise response
 
     async def webauthn_options(request: web.Request) -> web.StreamResponse:
-        await check_csrf(request)
         data = await inputs.json_body(request)
         factor = str(data.get("factor", ""))[:40] if isinstance(data, dict) else ""
         started = await signin_of(request).start(challenge_id(request, ceremony), (ceremony.purpose,), factor,
@@ -199,7 +183,6 @@ def add_routes(routes: web.RouteTableDef, ceremony: Ceremony) -> None:
         return json_answer(request, {"options": started["options"]})
 
     async def webauthn(request: web.Request) -> web.StreamResponse:
-        await check_csrf(request)
         data = await inputs.json_body(request)
         if not isinstance(data, dict) or not isinstance(data.get("credential"), dict):
             return json_answer(request, {"error": "The authenticator gave no answer.", "code": "missing_field"}, 400)
@@ -222,7 +205,6 @@ def add_routes(routes: web.RouteTableDef, ceremony: Ceremony) -> None:
                                                   "title": "Approve the push"})
 
     async def push_status(request: web.Request) -> web.StreamResponse:
-        await check_csrf(request)
         try:
             result = await _complete(request, ceremony, "push", {})
         except Unauthorized as refused:
@@ -252,9 +234,9 @@ def add_routes(routes: web.RouteTableDef, ceremony: Ceremony) -> None:
         ("/push", "POST", _page(ceremony, push_send)),
         ("/push", "GET", _page(ceremony, push_wait)),
         ("/duo", "POST", _page(ceremony, duo)),
-        ("/webauthn/options", "POST", _json(webauthn_options)),
-        ("/webauthn", "POST", _json(webauthn)),
-        ("/push/status", "POST", _json(push_status)),
+        ("/webauthn/options", "POST", script_call(webauthn_options)),
+        ("/webauthn", "POST", script_call(webauthn)),
+        ("/push/status", "POST", script_call(push_status)),
     ):
         handler.__name__ = f"{name}_{path.strip('/').replace('/', '_')}_{method.lower()}"
         routes.route(method, base + path)(handler)

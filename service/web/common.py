@@ -7,9 +7,11 @@ decide. A refusal's code stays the API's; only its sentence is written for peopl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +29,7 @@ CSRF_COOKIE = "adminlink_csrf"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
 NEW_CSRF = web.RequestKey("new_csrf", str)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # No inline script or style anywhere: scripts and the stylesheet are files of this origin.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
@@ -98,6 +101,27 @@ def json_answer(request: web.Request, body: dict[str, Any], status: int = 200) -
     response = web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
     _keep_csrf_cookie(request, response)
     return response
+
+
+def script_call(handler: Handler) -> Handler:
+    """A call from a page's script (JSON, the CSRF token in ``X-CSRF-Token``): checked, then
+    answered JSON; a refusal as ``{"error": sentence, "code"}``, an ended session as 401."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            await check_csrf(request)
+            return await handler(request)
+        except web.HTTPSeeOther:  # a page would go to the sign-in; a script is told instead
+            return json_answer(request, {"error": "Your session has ended. Sign in again.",
+                                         "code": "not_signed_in"}, 401)
+        except CsrfRefused:
+            return json_answer(request, {"error": "This page was stale. Reload it and try again.",
+                                         "code": "csrf_failed"}, 403)
+        except DomainError as error:
+            return json_answer(request, {"error": sentence(error), "code": error.code}, page_status(error))
+
+    return wrapped
 
 
 def redirect(location: str) -> web.HTTPSeeOther:

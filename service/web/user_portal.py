@@ -37,6 +37,7 @@ from service.web.common import (
     page_status,
     redirect,
     render,
+    script_call,
     sentence,
     set_cookie,
     set_session_cookie,
@@ -96,20 +97,12 @@ def portal_page(handler: Callable[[web.Request, Me], Awaitable[web.StreamRespons
 
 
 def portal_json(handler: Callable[[web.Request, Me], Awaitable[web.StreamResponse]]) -> Handler:
+    """A page script's call in a signed-in session (see ``script_call``)."""
+
+    @script_call
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            me = await me_of(request)
-            await check_csrf(request)
-            return await handler(request, me)
-        except web.HTTPSeeOther:
-            return json_answer(request, {"error": "Your session has ended. Sign in again.",
-                                         "code": "not_signed_in"}, 401)
-        except CsrfRefused:
-            return json_answer(request, {"error": "This page was stale. Reload it and try again.",
-                                         "code": "csrf_failed"}, 403)
-        except DomainError as error:
-            return json_answer(request, {"error": sentence(error), "code": error.code}, page_status(error))
+        return await handler(request, await me_of(request))
 
     return wrapped
 
@@ -166,23 +159,8 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 mfa.add_routes(routes, SIGN_IN)
 
 
-def _json_refusals(handler: Handler) -> Handler:
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            await check_csrf(request)
-            return await handler(request)
-        except CsrfRefused:
-            return json_answer(request, {"error": "This page was stale. Reload it and try again.",
-                                         "code": "csrf_failed"}, 403)
-        except DomainError as error:
-            return json_answer(request, {"error": sentence(error), "code": error.code}, page_status(error))
-
-    return wrapped
-
-
 @routes.post("/portal/sign-in/go/options")
-@_json_refusals
+@script_call
 async def go_options(request: web.Request) -> web.StreamResponse:
     challenge_id, options = await mfa.signin_of(request).go_options(mfa.client(request))
     response = json_answer(request, {"options": options})
@@ -191,7 +169,7 @@ async def go_options(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/portal/sign-in/go")
-@_json_refusals
+@script_call
 async def go(request: web.Request) -> web.StreamResponse:
     data = await inputs.json_body(request)
     challenge_id = request.cookies.get("adminlink_go_challenge", "")

@@ -147,3 +147,14 @@ async def test_a_classic_admin_changes_its_own_password_in_the_admin_portal(clie
     assert changed.status == 200 and "Your password is changed." in await changed.text()
     old = await client.post("/admin/sign-in", data={"email": org.email, "password": org.password, "csrf": token})
     assert 'data-code="invalid_credentials"' in await old.text()
+
+
+async def test_a_page_scripts_call_needs_the_csrf_header(client: TestClient) -> None:
+    token = csrf_of(await (await client.get("/portal/sign-in")).text())
+    refused = await client.post("/portal/sign-in/go/options", json={})
+    assert (refused.status, (await refused.json())["code"]) == (403, "csrf_failed")
+    started = await client.post("/portal/sign-in/go/options", json={}, headers={"X-CSRF-Token": token})
+    assert started.status == 200 and "challenge" in (await started.json())["options"]
+    ended = await client.post("/portal/mfa/webauthn/options", json={"type": "security_key"},
+                              headers={"X-CSRF-Token": token})
+    assert (ended.status, (await ended.json())["code"]) == (401, "not_signed_in")
