@@ -37,8 +37,14 @@ async def events(site: Site, event_type: str, resource_id: str) -> list[dict[str
 async def test_a_billing_admin_grants_a_user_an_admin_role_behind_the_warning(
         browser: Browser, site: Site, org: Org) -> None:
     user = await site.api.user()
+    anonymous = await (await browser.new_context()).new_page()
+    await anonymous.goto(site.base + "/admin/users")
+    assert "/admin/sign-in?next=" in anonymous.url
+    await shot(anonymous, "admin-sign-in")
     page = await admin_page(browser, site, org.email, org.password, org.totp_secret, set())
     await shot(page, "admin-home")
+    await page.click("header >> text=Password")
+    await shot(page, "admin-password")
     await page.click("nav >> text=Users")
     row = page.locator(f'tr[data-user-id="{user["id"]}"]')
     assert "Activated" in await row.inner_text()

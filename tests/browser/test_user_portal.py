@@ -71,6 +71,9 @@ async def test_a_user_enrolls_totp_a_device_and_a_key_signs_in_with_go_and_launc
     await page.wait_for_url(site.base + "/portal/")
     assert await page.inner_text("#me-factor") == "go"
     await shot(page, "portal-home")
+    await page.click("nav >> text=Password")
+    await shot(page, "portal-password")
+    await page.goto(site.base + "/portal/")
 
     # Launch Admin Portal: step-up, where a Go session may use Go.
     await page.click("#launch-admin")
