@@ -23,9 +23,9 @@ from service.api.context import services_of
 from service.api.errors import ApiError
 from service.domain.errors import DomainError
 from service.signin.challenges import STEP_UP
-from service.signin.errors import Unauthorized
+from service.signin.errors import Unauthorized, challenge_expired
 from service.signin.flows import Pending, SignedIn, Signin
-from service.signin.records import USER_PORTAL
+from service.signin.records import USER_PORTAL, ClientInfo
 from service.web.common import (
     CsrfRefused,
     check_csrf,
@@ -73,7 +73,7 @@ def signin_of(request: web.Request) -> Signin:
     return Signin(services_of(request))
 
 
-def client(request: web.Request) -> Any:
+def client(request: web.Request) -> ClientInfo:
     return signin_api.client_info(request)
 
 
@@ -115,7 +115,7 @@ def finish(request: web.Request, ceremony: Ceremony, signed_in: SignedIn) -> tup
 def challenge_id(request: web.Request, ceremony: Ceremony) -> str:
     token = request.cookies.get(ceremony.cookie)
     if not token:
-        raise Unauthorized("challenge_expired", "this sign-in has expired or was already used; start again")
+        raise challenge_expired()
     return token
 
 
