@@ -290,7 +290,8 @@ MFA_STATUS = {"inherited_from_user": "Inherited from user", "linked_user": "Inhe
               "totp": "TOTP", "not_enrolled": "Not enrolled"}
 ADMIN_DONE = {"link-user": "The admin now signs in with the matching user's credentials. Its own password "
                            "and TOTP are deleted.",
-              "remove-access": "Admin access is removed. The user account is kept."}
+              "remove-access": "Admin access is removed. The user account is kept.",
+              "from-user": "The user now holds an admin role. An email tells them."}
 
 
 @routes.get("/admin/admins")
@@ -300,10 +301,22 @@ async def admins(request: web.Request, console: Console) -> web.StreamResponse:
     async with services_of(request).uow(console.actor) as uow:
         listed = await views.admins(uow, console.actor.organization_id)
     gates = {"link-user": console.may(Action.ASSIGN_ADMIN_ROLE, True),
-             "remove-access": console.may(Action.REMOVE_ADMIN_ACCESS, True)}
+             "remove-access": console.may(Action.REMOVE_ADMIN_ACCESS, True),
+             "from-user": console.may(Action.ASSIGN_ADMIN_ROLE, False)}
     return render(request, "admin/admins.html", layout(
-        console, "Administrators", admins=listed, mfa_status=MFA_STATUS, gates=gates,
+        console, "Administrators", admins=listed, mfa_status=MFA_STATUS, gates=gates, roles=[r.value for r in Role],
         flash=ADMIN_DONE.get(request.query.get("done", ""))))
+
+
+@routes.post("/admin/admins/from-user")
+@console_page
+async def admin_from_user(request: web.Request, console: Console) -> web.StreamResponse:
+    """The seed's *+ Admin > From User*: the user found by email gets an admin role."""
+    form = await check_csrf(request)
+    email = str(form.get("email", "")).strip()[:320]
+    await services_of(request).bus.handle(c.CreateAdminFromUser(
+        console.actor, _role(form), email=email, api_access=form.get("api_access") == "on"))
+    raise redirect("/admin/admins?done=from-user")
 
 
 @routes.post("/admin/admins/{admin_id}/link-user")

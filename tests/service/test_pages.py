@@ -158,3 +158,17 @@ async def test_a_page_scripts_call_needs_the_csrf_header(client: TestClient) -> 
     ended = await client.post("/portal/mfa/webauthn/options", json={"type": "security_key"},
                               headers={"X-CSRF-Token": token})
     assert (ended.status, (await ended.json())["code"]) == (401, "not_signed_in")
+
+
+async def test_an_admin_is_made_from_a_user_found_by_email(client: TestClient, api: Api, org: Org) -> None:
+    user = await api.user()
+    token = await signed_in_console(client, org)
+    unknown = await client.post("/admin/admins/from-user", data={"email": "nobody@acme.test", "csrf": token,
+                                                                 "role": Role.MANAGER.value})
+    assert unknown.status == 404 and 'data-code="user_not_found"' in await unknown.text()
+    made = await client.post("/admin/admins/from-user", data={"email": user["email"].upper(), "csrf": token,
+                                                              "role": Role.MANAGER.value})
+    page = await made.text()
+    assert made.status == 200 and "now holds an admin role" in page and "Inherited from user" in page
+    shown = await api.ok("GET", f"/api/v1/users/{user['id']}")
+    assert shown["admin"]["role"] == Role.MANAGER.value
