@@ -169,10 +169,11 @@ async def home(request: web.Request, console: Console) -> web.StreamResponse:
 @console_page
 async def users(request: web.Request, console: Console) -> web.StreamResponse:
     policy.authorize(Action.READ_USERS, console.actor.role)
+    email = request.query.get("email", "").strip()[:320]
     async with services_of(request).uow(console.actor) as uow:
-        rows, total = await uow.users.page(console.actor.organization_id, email=None, limit=500, skip=0)
+        rows, total = await uow.users.page(console.actor.organization_id, email=email or None, limit=500, skip=0)
         listed = await views.users(uow, rows)
-    return render(request, "admin/users.html", layout(console, "Users", users=listed, total=total))
+    return render(request, "admin/users.html", layout(console, "Users", users=listed, total=total, email=email))
 
 
 @dataclass(frozen=True)

@@ -147,8 +147,20 @@ async def verify_page(request: web.Request, ceremony: Ceremony, *, error: str | 
         except DomainError:
             factors = []
     context = {"ceremony": ceremony, "factors": factors, "names": FACTOR_NAMES, "buttons": BUTTONS, "error": error,
-               "error_code": code, "layout": ceremony.layout, "title": ceremony.title}
+               "error_code": code, "layout": ceremony.layout, "title": ceremony.title,
+               "who": await signed_in_email(request, ceremony)}
     return render(request, "verify.html", context, status)
+
+
+async def signed_in_email(request: web.Request, ceremony: Ceremony) -> str | None:
+    """Step-up happens inside the user portal: its header shows who is signed in."""
+    if ceremony.purpose != STEP_UP:
+        return None
+    try:
+        _, _, user = await current_session(request, USER_PORTAL)
+    except ApiError:
+        return None
+    return user.email
 
 
 async def _complete(request: web.Request, ceremony: Ceremony, factor: str,
