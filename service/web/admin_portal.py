@@ -292,7 +292,8 @@ MFA_STATUS = {"inherited_from_user": "Inherited from user", "linked_user": "Inhe
 ADMIN_DONE = {"link-user": "The admin now signs in with the matching user's credentials. Its own password "
                            "and TOTP are deleted.",
               "remove-access": "Admin access is removed. The user account is kept.",
-              "from-user": "The user now holds an admin role. An email tells them."}
+              "from-user": "The user now holds an admin role. An email tells them.",
+              "role": "The admin's role is changed."}
 
 
 @routes.get("/admin/admins")
@@ -303,7 +304,8 @@ async def admins(request: web.Request, console: Console) -> web.StreamResponse:
         listed = await views.admins(uow, console.actor.organization_id)
     gates = {"link-user": console.may(Action.ASSIGN_ADMIN_ROLE, True),
              "remove-access": console.may(Action.REMOVE_ADMIN_ACCESS, True),
-             "from-user": console.may(Action.ASSIGN_ADMIN_ROLE, False)}
+             "from-user": console.may(Action.ASSIGN_ADMIN_ROLE, False),
+             "role": console.may(Action.MANAGE_ADMINS, True)}
     return render(request, "admin/admins.html", layout(
         console, "Administrators", admins=listed, mfa_status=MFA_STATUS, gates=gates, roles=[r.value for r in Role],
         flash=ADMIN_DONE.get(request.query.get("done", ""))))
@@ -318,6 +320,15 @@ async def admin_from_user(request: web.Request, console: Console) -> web.StreamR
     await services_of(request).bus.handle(c.CreateAdminFromUser(
         console.actor, _role(form), email=email, api_access=form.get("api_access") == "on"))
     raise redirect("/admin/admins?done=from-user")
+
+
+@routes.post("/admin/admins/{admin_id}/role")
+@console_page
+async def change_role(request: web.Request, console: Console) -> web.StreamResponse:
+    form = await check_csrf(request)
+    await services_of(request).bus.handle(c.UpdateAdmin(console.actor, request.match_info["admin_id"],
+                                                        role=_role(form)))
+    raise redirect("/admin/admins?done=role")
 
 
 @routes.post("/admin/admins/{admin_id}/link-user")

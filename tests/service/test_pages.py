@@ -172,3 +172,16 @@ async def test_an_admin_is_made_from_a_user_found_by_email(client: TestClient, a
     assert made.status == 200 and "now holds an admin role" in page and "Inherited from user" in page
     shown = await api.ok("GET", f"/api/v1/users/{user['id']}")
     assert shown["admin"]["role"] == Role.MANAGER.value
+
+
+async def test_an_admins_role_is_changed_and_the_last_billing_admin_keeps_its_own(
+        client: TestClient, api: Api, org: Org) -> None:
+    manager, _ = await api.admin_with_key(Role.MANAGER)
+    token = await signed_in_console(client, org)
+    changed = await client.post(f"/admin/admins/{manager['id']}/role", data={"role": Role.HELP_DESK.value,
+                                                                             "csrf": token})
+    assert changed.status == 200 and "role is changed" in await changed.text()
+    assert (await api.ok("GET", f"/api/v1/admins/{manager['id']}"))["role"] == Role.HELP_DESK.value
+    kept = await client.post(f"/admin/admins/{org.admin_id}/role", data={"role": Role.READ_ONLY.value,
+                                                                         "csrf": token})
+    assert kept.status == 409 and "data-code=" in await kept.text()
