@@ -40,7 +40,6 @@ from service.policy import Action
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 12
-TOTP_ISSUER = "adminlink"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -341,24 +340,31 @@ async def change_password_authority(cmd: c.ChangePasswordAuthority, uow: UnitOfW
     return user
 
 
-async def enroll_totp(cmd: c.EnrollTotp, uow: UnitOfWork) -> dict[str, str]:
+async def require_totp(cmd: c.RequireTotp, uow: UnitOfWork) -> User:
     user, _ = await load_authorized_user(uow, cmd.user_id, Action.TOTP_ENROLL_RESET, "user_update")
     if await uow.totp.first(user.organization_id, user_id=user.id):
-        raise Conflict("totp_already_enrolled", "the user already has TOTP; reset it first")
-    secret = pyotp.random_base32()
-    await uow.totp.insert(organization_id=user.organization_id, user_id=user.id, secret_encrypted=uow.box.seal(secret))
-    uow.collect(Recorded("user_update", user_resource(user), (Change("totp", None, None),)))
+        raise Conflict("totp_already_enrolled", "the user already has TOTP; reset it to have it enrolled anew")
+    _require_mfa(uow, user)
     await uow.commit()
-    uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
-    return {"secret": secret, "otpauth_uri": uri}
+    return user
 
 
-async def reset_totp(cmd: c.ResetTotp, uow: UnitOfWork) -> None:
+async def reset_totp(cmd: c.ResetTotp, uow: UnitOfWork) -> User:
     user, _ = await load_authorized_user(uow, cmd.user_id, Action.TOTP_ENROLL_RESET, "user_update")
     if not await uow.totp.delete(user.organization_id, user_id=user.id):
         raise NotFound("totp_not_enrolled", "the user has no TOTP to reset")
     uow.collect(Recorded("user_update", user_resource(user), (Change("totp", None, None),)))
+    if cmd.require:
+        _require_mfa(uow, user)
     await uow.commit()
+    return user
+
+
+def _require_mfa(uow: UnitOfWork, user: User) -> None:
+    """The user must enroll MFA (TOTP in the user portal, by confirming a code)."""
+    if not user.mfa_required:
+        uow.collect(Recorded("user_update", user_resource(user), (Change("mfa_required", False, True),)))
+        user.mfa_required = True
 
 
 async def set_mfa_required(cmd: c.SetMfaRequired, uow: UnitOfWork) -> User:
@@ -593,7 +599,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.ForcePasswordReset: force_password_reset,
     c.SetPassword: set_password,
     c.ChangePasswordAuthority: change_password_authority,
-    c.EnrollTotp: enroll_totp,
+    c.RequireTotp: require_totp,
     c.ResetTotp: reset_totp,
     c.SetMfaRequired: set_mfa_required,
     c.DeleteWebauthnCredential: delete_webauthn_credential,

@@ -17,17 +17,25 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+import pyotp
 import pytest
+import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 
 from service import config
-from service.adapters import db
+from service.adapters import db, orm
 from service.adapters.queue import embedded_pool, redis_pool
+from service.adapters.repository import Users
+from service.adapters.sessions import Session
 from service.api.app import create_app
+from service.api.context import SERVICES
 from service.bootstrap import Services, build
 from service.domain import commands as c
 from service.domain.model import Role, new_id
+from service.signin.enrollment import Enrollment
+from service.signin.flows import Signin
+from service.signin.records import ClientInfo
 from workers.running import InProcessWorker
 
 TEST_DATABASE_URL = os.environ.get("ADMINLINK_TEST_DATABASE_URL")
@@ -148,12 +156,37 @@ def smtp_server() -> Iterator[tuple[str, Mailbox]]:
     controller.stop()
 
 
+async def enroll_totp_as_the_user(services: Services, user_id: str) -> str:
+    """TOTP enrolled as a user does it in the user portal (a new secret, confirmed with a code;
+    an administrator never sees it), from a user-portal session opened here; then aged as if it
+    had been enrolled minutes ago, so the codes around now still sign in."""
+    async with services.session_factory() as db_session:
+        org_id = await db_session.scalar(sa.select(orm.users.c.organization_id).where(orm.users.c.id == user_id))
+        user = await Users(db_session).get(org_id, user_id)
+    assert user is not None
+    session = Session("user", user.id, user.organization_id, user.auth_epoch, "user_portal", "password",
+                      "now")
+    token = await services.sessions.open(session)
+    enrollment = Enrollment(Signin(services))
+    secret = (await enrollment.totp_start(token, session, user))["secret"]
+    code = pyotp.TOTP(secret).now()
+    await enrollment.totp_confirm(token, session, user, code, ClientInfo("127.0.0.1", "test-setup", "web"))
+    await services.sessions.close(token)
+    async with services.session_factory() as db_session, db_session.begin():
+        table = orm.totp_credentials
+        await db_session.execute(sa.update(table).where(table.c.user_id == user.id).values(last_used_step=None))
+    return secret
+
+
 class Api:
     """The management API as a client sees it, with one admin's API key."""
 
-    def __init__(self, client: TestClient, key: str) -> None:
+    def __init__(self, client: TestClient, key: str, services: Services | None = None) -> None:
         self.client = client
         self.key = key
+        # Where users enroll TOTP as in the user portal: the test client's app, or (against a
+        # separate process) services on the same database and Redis.
+        self.services = services
 
     async def call(self, method: str, path: str, body: Any = None, **headers: str) -> tuple[int, Any]:
         response = await self.client.request(method, path, json=body, headers={"x-api-key": self.key, **headers})
@@ -178,7 +211,8 @@ class Api:
                 **fields}
         user = await self.ok("POST", "/api/v1/users", body)
         if mfa:
-            user["totp_secret"] = (await self.ok("POST", f"/api/v1/users/{user['id']}/mfa/totp"))["secret"]
+            services = self.services or self.client.app[SERVICES]
+            user["totp_secret"] = await enroll_totp_as_the_user(services, user["id"])
         return user
 
     async def admin_with_key(self, role: Role, email: str | None = None) -> tuple[dict[str, Any], Api]:

@@ -25,6 +25,7 @@ from service.domain.errors import DomainError
 from service.domain.model import as_utc, now
 from service.logging import log_error, request_log_middleware, route_of
 from service.metrics import metrics_middleware
+from service.web import setup as setup_pages
 from webhooks import receivers, scim
 
 log = logging.getLogger(__name__)
@@ -155,4 +156,5 @@ def create_app(services: Services) -> web.Application:
     receivers.setup(app, services)
     for part in (health, openapi, auth, signin, management, jobs, ops, insights, scim, receivers):
         app.add_routes(part.routes)
+    setup_pages(app)  # the portals' pages, on the same handlers
     return app

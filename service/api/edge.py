@@ -52,5 +52,5 @@ def respond(request: web.Request, refusal: Refusal) -> web.Response:
         return scim_errors.error_response(refusal.status, f"{refusal.code}: {refusal.message}", scim_type)
     if path == "/ops" or path.startswith("/ops/"):
         page = ops_pages.message("Bad request" if refusal.status == 400 else "Not found", refusal.message)
-        return html(page, refusal.status)
+        return html(request, page, None, refusal.status)
     return web.json_response(error_body(refusal.code, refusal.message), status=refusal.status)

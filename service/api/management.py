@@ -141,13 +141,20 @@ async def password_authority(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/users/{user_id}/mfa/totp")
-async def enroll_totp(request: web.Request) -> web.Response:
-    enrolled = await run(request, c.EnrollTotp(actor_of(request), _uid(request)))
-    return web.json_response(enrolled, status=201)
+async def require_totp(request: web.Request) -> web.Response:
+    """The user must enroll TOTP, in the user portal: an administrator never sees the secret."""
+    await run(request, c.RequireTotp(actor_of(request), _uid(request)))
+    return web.json_response(await user_json(request, _uid(request)))
+
+
+@routes.post("/api/v1/users/{user_id}/mfa/totp/reset")
+async def reset_totp(request: web.Request) -> web.Response:
+    await run(request, c.ResetTotp(actor_of(request), _uid(request), require=True))
+    return web.json_response(await user_json(request, _uid(request)))
 
 
 @routes.delete("/api/v1/users/{user_id}/mfa/totp")
-async def reset_totp(request: web.Request) -> web.Response:
+async def remove_totp(request: web.Request) -> web.Response:
     await run(request, c.ResetTotp(actor_of(request), _uid(request)))
     return web.Response(status=204)
 

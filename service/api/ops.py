@@ -3,14 +3,14 @@ Prometheus ``/metrics`` (an ops API key or the scrape token)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
+from markupsafe import Markup
 
 from service import metrics, ops, policy
-from service.adapters.crypto import constant_time_equal, token_hash
+from service.adapters.crypto import constant_time_equal
 from service.api import inputs
 from service.api import ops_pages as pages
 from service.api.auth import current_session
@@ -22,6 +22,7 @@ from service.domain.errors import DomainError
 from service.domain.model import Admin, now
 from service.policy import Action
 from service.views import iso
+from service.web.common import CsrfRefused, check_csrf, csrf_token, render
 
 routes = web.RouteTableDef()
 
@@ -119,8 +120,10 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 # --- dashboard ---------------------------------------------------------------------------------
 
 
-def html(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", headers=pages.SECURITY_HEADERS)
+def html(request: web.Request, shown: pages.Page, email: str | None, status: int = 200) -> web.Response:
+    """A dashboard page in the portals' layout (the admin portal's header, sign-out, stylesheet)."""
+    return render(request, "ops/page.html", {"layout": "ops", "title": shown.title, "body": Markup(shown.body),  # noqa: S704
+                                             "who": email, "show_ops": True}, status)
 
 
 class DashboardRefusal(Exception):
@@ -128,30 +131,29 @@ class DashboardRefusal(Exception):
         self.response = response
 
 
-def csrf_token(services: Services, session_token: str) -> str:
-    """Bound to the session: a form posted from another site cannot carry it."""
-    key = hashlib.sha256(b"adminlink ops csrf\0" + services.settings.secret_key).digest()
-    return hmac.new(key, token_hash(session_token).encode(), hashlib.sha256).hexdigest()
-
-
 async def dashboard_actor(request: web.Request) -> tuple[Actor, str]:
-    """The signed-in admin (admin portal session) allowed to see queues, and their CSRF token."""
+    """The signed-in admin (admin portal session) allowed to see queues, and the page's CSRF
+    token. Not signed in: the admin portal's sign-in, which comes back here."""
     try:
-        token, session, identity = await current_session(request)
+        _, session, identity = await current_session(request)
     except ApiError as refusal:
-        raise DashboardRefusal(html(pages.sign_in_required(), 401)) from refusal
+        raise sign_in_first(request) from refusal
     if session.kind != "admin" or session.portal != "admin_portal" or not isinstance(identity, Admin):
-        raise DashboardRefusal(html(pages.sign_in_required(), 401))
+        raise sign_in_first(request)
     decision = policy.decide(Action.READ_JOBS, identity.role, False)
     if not decision.allowed:
         text = f"The ops dashboard needs the {decision.required_role.value} role or higher."
-        raise DashboardRefusal(html(pages.message("Not allowed", text, identity.email), 403))
+        raise DashboardRefusal(html(request, pages.message("Not allowed", text), identity.email, 403))
     actor = Actor(
         organization_id=identity.organization_id, id=identity.id, type="admin", role=identity.role,
         email=identity.email, linked_user_id=identity.linked_user_id, source="admin_portal",
         client_ip=request.remote, useragent=request.headers.get("User-Agent"), auth_method="session",
     )
-    return actor, csrf_token(services_of(request), token)
+    return actor, csrf_token(request)
+
+
+def sign_in_first(request: web.Request) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther("/admin/sign-in?next=" + quote(request.path_qs, safe=""))
 
 
 def refusals(handler: Any) -> Any:
@@ -181,7 +183,7 @@ async def dashboard(request: web.Request) -> web.Response:
         failed, _ = await ops.list_jobs(session, org, ops.JobQuery(status="failed", limit=20))
         dead, _ = await ops.list_jobs(session, org, ops.JobQuery(status="dead", limit=20))
     summaries = [[ops.job_summary(r) for r in rows] for rows in (recent, failed, dead)]
-    return html(pages.overview(actor.email or actor.id, stats, *summaries))
+    return html(request, pages.overview(stats, *summaries), actor.email)
 
 
 @routes.get("/ops/jobs")
@@ -194,10 +196,9 @@ async def dashboard_jobs(request: web.Request) -> web.Response:
         async with services_of(request).session_factory() as session:
             rows, next_cursor = await ops.list_jobs(session, actor.organization_id, query)
     except DomainError as error:
-        return html(pages.message("Bad filter", error.message, actor.email), 400)
-    body = pages.job_list(actor.email or actor.id, [ops.job_summary(r) for r in rows], filters, next_cursor,
-                          ops.STATUSES)
-    return html(body)
+        return html(request, pages.message("Bad filter", error.message), actor.email, 400)
+    shown = pages.job_list([ops.job_summary(r) for r in rows], filters, next_cursor, ops.STATUSES)
+    return html(request, shown, actor.email)
 
 
 async def job_page(request: web.Request, actor: Actor, csrf: str, *, flash: str | None = None,
@@ -206,12 +207,12 @@ async def job_page(request: web.Request, actor: Actor, csrf: str, *, flash: str 
         async with services_of(request).session_factory() as session:
             row = await ops.load_job(session, actor.organization_id, request.match_info["job_id"])
     except DomainError as missing:
-        return html(pages.message("No such job", missing.message, actor.email), 404)
+        return html(request, pages.message("No such job", missing.message), actor.email, 404)
     job = ops.job_detail(row)
     allowed = policy.decide(Action.OPERATE_JOBS, actor.role, False).allowed
-    body = pages.job_page(actor.email or actor.id, job, csrf, allowed and row.status in ops.RETRYABLE,
-                          allowed and row.status in ops.ABORTABLE, flash=flash, error=error)
-    return html(body, status)
+    shown = pages.job_page(job, csrf, allowed and row.status in ops.RETRYABLE,
+                           allowed and row.status in ops.ABORTABLE, flash=flash, error=error)
+    return html(request, shown, actor.email, status)
 
 
 DONE = {"retry": "Retry requested: the job is back in its queue.", "abort": "The job was aborted."}
@@ -227,13 +228,12 @@ async def dashboard_job(request: web.Request) -> web.Response:
 async def dashboard_action(request: web.Request, action: str) -> web.Response:
     actor, csrf = await dashboard_actor(request)
     try:
-        form = await request.post()
-    except UnicodeDecodeError:  # aiohttp decodes a form body strictly
-        return html(pages.message("Bad request", "The form is not UTF-8 text (invalid_encoding).", actor.email), 400)
-    offered = form.get("csrf")
-    if not isinstance(offered, str) or not hmac.compare_digest(offered.encode(), csrf.encode()):
-        return html(pages.message("Refused", "The form was stale or not sent from this dashboard; reload the "
-                                  "page and try again.", actor.email), 403)
+        await check_csrf(request)
+    except ApiError as refusal:  # a form body that is not UTF-8
+        return html(request, pages.message("Bad request", f"{refusal.message} ({refusal.code})"), actor.email, 400)
+    except CsrfRefused:
+        return html(request, pages.message("Refused", "The form was stale or not sent from this dashboard; reload "
+                                           "the page and try again."), actor.email, 403)
     services, job_id = services_of(request), request.match_info["job_id"]
     try:
         await (ops.retry_job if action == "retry" else ops.abort_job)(services, actor, job_id)

@@ -21,6 +21,7 @@ from service.api import inputs
 from service.api.auth import PORTAL_COOKIES, USER_COOKIE, bearer_token, current_session
 from service.api.context import actor_of, services_of
 from service.api.errors import bad_request, error_body
+from service.domain.errors import DomainError
 from service.domain.model import Admin, User
 from service.signin import devices, duo_settings, known_devices, passwords
 from service.signin.challenges import ADMIN_LOGIN, STEP_UP, USER_LOGIN
@@ -182,12 +183,23 @@ _mfa_routes("/auth/user/launch-admin-portal", STEP_UP)
 @routes.get("/auth/duo/callback")
 @guarded
 async def duo_callback(request: web.Request) -> web.StreamResponse:
-    """Where Duo sends the browser back: completes the sign-in that ``state`` names."""
+    """Where Duo sends the browser back: completes the sign-in that ``state`` names. A browser
+    (``Accept: text/html``) is sent on to its portal, or shown why not; other clients get JSON."""
     state, duo_code = request.query.get("state"), request.query.get("duo_code")
     if not state or not duo_code or len(state) > 1024 or len(duo_code) > 2000:
         raise bad_request("invalid_query", "state and duo_code are required")
+    from service.web import duo_callback as page  # the pages import this module
+
     user_session = bearer_token(request) or request.cookies.get(USER_COOKIE)
-    result = await _signin(request).complete_duo_callback(state, duo_code, client_info(request), user_session)
+    try:
+        result = await _signin(request).complete_duo_callback(state, duo_code, client_info(request), user_session)
+    except DomainError as refusal:
+        if page.wants_page(request):  # a browser back from Duo reads a page, not JSON
+            return page.refused(request, refusal)
+        raise
+    browser = page.signed_in(request, result) if page.wants_page(request) else None
+    if browser is not None:
+        raise browser
     return answer(request, result)
 
 

@@ -91,13 +91,20 @@ class ChangePasswordAuthority(Command):
 
 
 @dataclass(frozen=True)
-class EnrollTotp(Command):
+class RequireTotp(Command):
+    """An administrator requires TOTP; the user enrolls it in the user portal, confirming a code.
+    An administrator never sees a user's secret."""
+
     user_id: str
 
 
 @dataclass(frozen=True)
 class ResetTotp(Command):
+    """Deletes the user's TOTP; ``require``: the user must enroll it again (a reset), else it is
+    simply removed."""
+
     user_id: str
+    require: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The ops dashboard in a real browser: headless Chromium (Debian's) driven by Playwright. An
-admin signed in to the admin portal sees the queues, opens a dead job, retries it, then aborts it;
-a screenshot of each page is kept in test-artifacts/."""
+admin sent to the admin portal's sign-in comes back to the queues, opens a dead job, retries it,
+aborts it, then signs out; a screenshot of each page is kept in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import asyncio
 import os
 from pathlib import Path
 
+import pyotp
 import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 from playwright.async_api import async_playwright
 
 from service.adapters import orm
-from service.adapters.sessions import Session
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import Role
+from tests.browser.harness import shot
 from tests.conftest import Org
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,7 +50,6 @@ def test_chromium_is_installed() -> None:
 async def test_an_admin_retries_and_aborts_a_dead_job_in_chromium(client: TestClient, services: Services,
                                                                   org: Org) -> None:
     job_id = await dead_job(services, org)
-    token = await services.sessions.open(Session("admin", org.admin_id, org.id, 0, "admin_portal", "totp", "now"))
     base = str(client.make_url("/")).rstrip("/")
     await asyncio.to_thread(ARTIFACTS.mkdir, exist_ok=True)
     async with async_playwright() as playwright:
@@ -57,24 +57,32 @@ async def test_an_admin_retries_and_aborts_a_dead_job_in_chromium(client: TestCl
         try:
             context = await browser.new_context(viewport={"width": 1280, "height": 800})
             page = await context.new_page()
-            await page.goto(base + "/ops/")
-            assert "Sign in required" in await page.inner_text("main")
-
-            await context.add_cookies([{"name": "adminlink_session", "value": token, "url": base}])
-            await page.goto(base + "/ops/")
+            await page.goto(base + "/ops/")  # not signed in: the admin portal's sign-in, then back
+            assert "/admin/sign-in" in page.url
+            await page.fill("#email", org.email)
+            await page.fill("#password", org.password)
+            await page.click("#sign-in")
+            await page.fill("#code", pyotp.TOTP(org.totp_secret).now())
+            await page.click("#verify-totp")
+            assert page.url == base + "/ops/"
             assert "send_email" in await page.inner_text("#queues")
             assert job_id in await page.inner_text("#dead-jobs")
-            await page.screenshot(path=str(ARTIFACTS / "ops-dashboard.png"), full_page=True)
+            await shot(page, "ops-dashboard")
 
             await page.click(f"#dead-jobs a:text('{job_id}')")
             assert "SMTPConnectError" in await page.inner_text("#error")
             await page.click("#retry")
             assert "Retry requested" in await page.inner_text("#flash")
-            await page.screenshot(path=str(ARTIFACTS / "ops-job-retried.png"), full_page=True)
+            await shot(page, "ops-job-retried")
 
             await page.click("#abort")
             assert "aborted" in await page.inner_text("#flash")
             assert await page.locator("#abort").count() == 0
+
+            await page.click("#sign-out")
+            assert page.url.endswith("/admin/sign-in")
+            await page.goto(base + "/ops/")
+            assert "/admin/sign-in" in page.url
         finally:
             await browser.close()
     async with services.session_factory() as session:

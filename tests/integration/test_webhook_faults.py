@@ -285,7 +285,7 @@ async def kill_worker_mid_job(stack: Stack, observer: Services, org_id: str, aft
 async def test_worker_killed_mid_stream_applies_every_event_once(
         stack: Stack, observer: Services, http: aiohttp.ClientSession, smtp_server: tuple[str, Mailbox]) -> None:
     org = await bootstrap_org(observer, "Fault Co")
-    api = Api(http, org.key)  # type: ignore[arg-type]  (a ClientSession has the test client's request())
+    api = Api(http, org.key, observer)  # type: ignore[arg-type]  (a ClientSession has the test client's request())
     # Two groups, so that no event of the stream depends on another one's turn: admin roles
     # given (each with its email) to the first, suspensions and late activations to the second.
     admins = [await api.user() for _ in range(25)]
@@ -339,7 +339,7 @@ def message_id(raw: bytes) -> bytes:
 async def test_redis_stopped_mid_stream_answers_503_then_loses_nothing(
         stack: Stack, observer: Services, http: aiohttp.ClientSession) -> None:
     org = await bootstrap_org(observer, "Outage Co")
-    api = Api(http, org.key)  # type: ignore[arg-type]
+    api = Api(http, org.key, observer)  # type: ignore[arg-type]
     users = [await api.user(mfa=False) for _ in range(24)]
     hr = await integration(api, "hr")
     path = f"/webhooks/hr/{hr['id']}"

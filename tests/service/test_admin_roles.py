@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pyotp
 import pytest
 import sqlalchemy as sa
 
@@ -15,7 +14,7 @@ from service.adapters.sessions import PREFIX as SESSION_PREFIX
 from service.adapters.sessions import Session
 from service.bootstrap import Services
 from service.domain.model import Role
-from tests.conftest import Api, Org, bootstrap_org
+from tests.conftest import Api, Org, bootstrap_org, enroll_totp_as_the_user
 
 
 async def records(services: Services, org_id: str) -> list[dict[str, Any]]:
@@ -365,17 +364,29 @@ async def test_bad_input_is_a_clear_4xx(api: Api) -> None:
     assert response.status == 400 and (await response.json())["error"]["code"] == "invalid_json"
 
 
-async def test_totp_enrollment_is_shown_once_and_stored_encrypted(api: Api, services: Services) -> None:
+async def test_an_administrator_requires_resets_or_removes_totp_and_never_sees_the_secret(
+        api: Api, services: Services) -> None:
     user = await api.user(mfa=False)
-    enrolled = await api.ok("POST", f"/api/v1/users/{user['id']}/mfa/totp")
-    assert enrolled["otpauth_uri"].startswith("otpauth://totp/")
-    assert pyotp.TOTP(enrolled["secret"]).now().isdigit()
+    required = await api.ok("POST", f"/api/v1/users/{user['id']}/mfa/totp")
+    assert "secret" not in required and "otpauth_uri" not in required
+    assert required["mfa"] == {"configured": False, "required": True, "factors": []}  # counts only once confirmed
+    secret = await enroll_totp_as_the_user(services, user["id"])  # the user, in the user portal
     async with services.session_factory() as session:
         stored = (await session.execute(sa.select(orm.totp_credentials.c.secret_encrypted).where(
             orm.totp_credentials.c.user_id == user["id"]))).scalar_one()
-    assert enrolled["secret"] not in stored
+    assert secret not in stored
     status, body = await api.post(f"/api/v1/users/{user['id']}/mfa/totp")
     assert (status, body["error"]["code"]) == (409, "totp_already_enrolled")
+    reset = await api.ok("POST", f"/api/v1/users/{user['id']}/mfa/totp/reset")
+    assert reset["mfa"] == {"configured": False, "required": True, "factors": []}
+    status, body = await api.post(f"/api/v1/users/{user['id']}/mfa/totp/reset")
+    assert (status, body["error"]["code"]) == (404, "totp_not_enrolled")
+    await enroll_totp_as_the_user(services, user["id"])
+    await api.ok("DELETE", f"/api/v1/users/{user['id']}/mfa/required")
+    status, _ = await api.call("DELETE", f"/api/v1/users/{user['id']}/mfa/totp")  # removed, not required again
+    assert status == 204
+    assert (await api.ok("GET", f"/api/v1/users/{user['id']}"))["mfa"] == {
+        "configured": False, "required": False, "factors": []}
 
 
 async def test_emails_can_be_made_to_match_from_either_side(api: Api, services: Services, org: Org) -> None:

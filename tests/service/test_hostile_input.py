@@ -12,8 +12,9 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.api.context import SERVICES
 from service.domain.model import Role
-from tests.conftest import Api, Org
+from tests.conftest import Api, Org, enroll_totp_as_the_user
 from tests.service.test_scim_support import scim_integration
 
 DEEP = b"[" * 100_000
@@ -67,7 +68,7 @@ async def test_a_scim_re_create_checks_the_permission_table(api: Api, org: Org) 
     assert status == 204
     await api.ok("POST", f"/api/v1/users/{created['id']}/activate")
     await api.ok("PUT", f"/api/v1/users/{created['id']}/password", {"password": "a long user password 1"})
-    await api.ok("POST", f"/api/v1/users/{created['id']}/mfa/totp")
+    await enroll_totp_as_the_user(api.client.app[SERVICES], created["id"])
     await api.admin_from_user({"id": created["id"]}, Role.ADMINISTRATOR)
     await api.ok("POST", f"/api/v1/users/{created['id']}/suspend")
     status, answer = await help_desk.call("POST", "/Users", {

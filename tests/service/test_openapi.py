@@ -19,10 +19,11 @@ from openapi_spec_validator import validate
 from service.adapters.sessions import Session
 from service.api import openapi
 from service.api.app import create_app
+from service.api.context import SERVICES
 from service.bootstrap import Services
 from service.domain.model import MfaEnrollment, PasswordAuthority, Role, UserState
 from service.policy import Action
-from tests.conftest import Api, Org
+from tests.conftest import Api, Org, enroll_totp_as_the_user
 from tests.service.test_scim_support import scim_integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,7 +231,11 @@ async def test_user_answers_match_the_schemas(api: Api) -> None:
     assert listed["totalCount"] >= 1
     await exchange(api, "GET", "/api/v1/users/{user_id}", user_id=uid)
     await exchange(api, "PATCH", "/api/v1/users/{user_id}", {"firstname": "Doc"}, user_id=uid)
-    await exchange(api, "POST", "/api/v1/users/{user_id}/mfa/totp", expect=201, user_id=uid)
+    required = await exchange(api, "POST", "/api/v1/users/{user_id}/mfa/totp", user_id=uid)
+    assert required["mfa"] == {"configured": False, "required": True, "factors": []}
+    await enroll_totp_as_the_user(api.client.app[SERVICES], uid)
+    await exchange(api, "POST", "/api/v1/users/{user_id}/mfa/totp/reset", user_id=uid)
+    await enroll_totp_as_the_user(api.client.app[SERVICES], uid)
     await exchange(api, "PUT", "/api/v1/users/{user_id}/mfa/required", user_id=uid)
     shown = await exchange(api, "DELETE", "/api/v1/users/{user_id}/mfa/required", user_id=uid)
     assert shown["mfa"]["factors"] == ["totp"]

@@ -4,6 +4,7 @@ forms (which need the session's CSRF token)."""
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
@@ -39,17 +40,20 @@ async def status_of(services: Services, job_id: str) -> str:
 
 async def test_the_dashboard_needs_an_admin_portal_session_of_an_ops_role(api: Api, client: TestClient,
                                                                          services: Services, org: Org) -> None:
-    response = await client.get("/ops/")
-    assert response.status == 401 and "Sign in required" in await response.text()
-    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    response = await client.get("/ops/jobs?status=dead", allow_redirects=False)
+    location = urlsplit(response.headers["Location"])
+    assert (response.status, location.path) == (303, "/admin/sign-in")
+    assert parse_qs(location.query) == {"next": ["/ops/jobs?status=dead"]}  # and back after signing in
     manager, _ = await api.admin_with_key(Role.MANAGER)
     cookie = {"adminlink_session": await admin_session(services, org, manager["id"])}
     response = await client.get("/ops/", cookies=cookie)
     assert response.status == 403 and "Administrator" in await response.text()
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert 'id="sign-out"' in await response.text()
     user_portal = {"adminlink_session": await admin_session(services, org, org.admin_id, "user_portal")}
-    assert (await client.get("/ops/", cookies=user_portal)).status == 401
-    api_key_only = await client.get("/ops/", headers=org.headers)
-    assert api_key_only.status == 401
+    assert (await client.get("/ops/", cookies=user_portal, allow_redirects=False)).status == 303
+    api_key_only = await client.get("/ops/", headers=org.headers, allow_redirects=False)
+    assert api_key_only.status == 303
 
 
 async def test_queues_and_jobs_are_shown_escaped(client: TestClient, services: Services, org: Org) -> None:

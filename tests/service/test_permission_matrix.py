@@ -18,8 +18,9 @@ USER_SCOPED = {Role.HELP_DESK, Role.MANAGER, Role.ADMINISTRATOR, Role.BILLING}
 
 # name -> (method, path, body). {user} is the target user's id, {admin} its admin identity's id.
 ACTIONS: dict[str, tuple[str, str, Any]] = {
-    "totp enroll": ("POST", "/api/v1/users/{user}/mfa/totp", None),
-    "totp reset": ("DELETE", "/api/v1/users/{user}/mfa/totp", None),
+    "totp require": ("POST", "/api/v1/users/{user}/mfa/totp", None),
+    "totp reset": ("POST", "/api/v1/users/{user}/mfa/totp/reset", None),
+    "totp remove": ("DELETE", "/api/v1/users/{user}/mfa/totp", None),
     "webauthn delete": ("DELETE", "/api/v1/users/{user}/mfa/webauthn/none", None),
     "protect delete": ("DELETE", "/api/v1/users/{user}/mfa/push/none", None),
     "ssh key create": ("POST", "/api/v1/users/{user}/ssh-keys", {"name": "laptop", "public_key": SSH_KEY}),
@@ -92,4 +93,4 @@ async def test_every_cell_over_http(api: Api, actors: dict[Role, Api]) -> None:
             assert shown["state"] == target["state"] and shown["firstname"] == target["firstname"], cell
             assert shown["mfa"] == {**target["mfa"], "factors": ["totp"], "configured": True}, cell
         checked += 1
-    assert checked == len(CELLS) == 19 * 10 - 5
+    assert checked == len(CELLS) == 20 * 10 - 5

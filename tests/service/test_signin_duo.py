@@ -4,7 +4,9 @@ Duo's redirect back, the code exchange, and refusals."""
 
 from __future__ import annotations
 
+import re
 import ssl
+from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +22,7 @@ from service.bootstrap import Services
 from service.domain.model import Role
 from tests.conftest import Api, Org
 from tests.fakes.duo_server import FakeDuo
-from tests.fakes.portal import Portal, signin_settings
+from tests.fakes.portal import USER_PASSWORD, Portal, signin_settings
 from tests.service.test_signin import generic_refusal, linked_admin, login_records
 
 # The local Duo server signs with 40-character secrets like Duo itself (PyJWT finds them short).
@@ -164,3 +166,34 @@ async def configure_unreachable(api: Api, duo: FakeDuo) -> None:
     status, body = await api.call("PUT", "/api/v1/mfa/duo", {"client_id": client_id, "client_secret": secret,
                                                               "api_host": duo.host})
     assert (status, body["error"]["code"]) == (400, "duo_check_failed")
+
+
+async def test_a_browser_back_from_duo_reaches_the_admin_portal_or_reads_why_not(
+        api: Api, client: TestClient, duo: FakeDuo) -> None:
+    await configure(api, duo)
+    user = await duo_user(api, client, duo)
+    html = {"Accept": "text/html,application/xhtml+xml"}
+
+    async def through_the_pages() -> tuple[str, str]:
+        page = await (await client.get("/admin/sign-in")).text()
+        csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)
+        assert csrf is not None
+        form = {"email": user["email"], "password": USER_PASSWORD, "csrf": csrf.group(1)}
+        assert (await client.post("/admin/sign-in", data=form, allow_redirects=False)).status == 303
+        prompt = await (await client.post("/admin/sign-in/duo", data={"csrf": csrf.group(1)})).text()
+        url = re.search(r'id="duo-continue" href="([^"]+)"', prompt)
+        assert url is not None
+        return await follow_prompt(duo, unescape(url.group(1)))
+
+    state, code = await through_the_pages()
+    back = await client.get(f"/auth/duo/callback?state={state}&duo_code={code}", headers=html,
+                            allow_redirects=False)
+    assert (back.status, back.headers["Location"]) == (303, "/admin/")
+    assert back.cookies["adminlink_session"]["httponly"]
+    assert user["email"] in await (await client.get("/admin/")).text()
+
+    duo.decisions[user["email"]] = "deny"
+    state, code = await through_the_pages()
+    refused = await client.get(f"/auth/duo/callback?state={state}&duo_code={code}", headers=html)
+    assert refused.status == 401 and refused.content_type == "text/html"
+    assert 'data-code="invalid_credentials"' in await refused.text()
