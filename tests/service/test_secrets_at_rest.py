@@ -18,7 +18,7 @@ from service.adapters.crypto import SecretBox
 from service.adapters.orm import IDEMPOTENCY_KEY_LIFETIME as LIFETIME
 from service.bootstrap import Services
 from service.domain.model import new_id, now
-from tests.conftest import Api, Org
+from tests.conftest import Api, Org, enroll_totp_as_the_user
 from tests.fakes.duo_server import FakeDuo
 from tests.fakes.portal import signin_settings
 from tests.service.test_signin_duo import REDIRECT_URI
@@ -82,7 +82,7 @@ async def plaintext_found(services: Services, secrets: dict[str, str]) -> list[t
     return found
 
 
-async def issue_every_kind_of_secret(api: Api, org: Org, duo: FakeDuo) -> dict[str, str]:
+async def issue_every_kind_of_secret(api: Api, services: Services, org: Org, duo: FakeDuo) -> dict[str, str]:
     issuer = Issuer(api)
     issuer.keep("bootstrap api key", org.key)
     issuer.keep("bootstrap password", org.password)
@@ -100,7 +100,9 @@ async def issue_every_kind_of_secret(api: Api, org: Org, duo: FakeDuo) -> dict[s
     user = await issuer.call("POST", "/api/v1/users", {"email": f"u-{new_id()[:8]}@acme.test",
                                                        "username": f"u-{new_id()[:8]}", "password": user_password})
     issuer.keep("user password", user_password)
-    issuer.keep("user totp secret", (await issuer.call("POST", f"/api/v1/users/{user['id']}/mfa/totp"))["secret"])
+    # An administrator only requires TOTP; the user enrolls it (user portal) and alone sees the secret.
+    assert "secret" not in await issuer.call("POST", f"/api/v1/users/{user['id']}/mfa/totp")
+    issuer.keep("user totp secret", await enroll_totp_as_the_user(services, user["id"]))
     await issuer.call("PUT", f"/api/v1/users/{user['id']}/password", {"password": new_password})
     issuer.keep("user password set by an admin", new_password)
 
@@ -126,7 +128,7 @@ async def issue_every_kind_of_secret(api: Api, org: Org, duo: FakeDuo) -> dict[s
 
 
 async def test_no_secret_is_stored_in_plaintext(api: Api, services: Services, org: Org, duo: FakeDuo) -> None:
-    secrets = await issue_every_kind_of_secret(api, org, duo)
+    secrets = await issue_every_kind_of_secret(api, services, org, duo)
     assert len(secrets) == 18
     assert await plaintext_found(services, secrets) == []
 
