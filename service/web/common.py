@@ -75,6 +75,8 @@ async def check_csrf(request: web.Request) -> dict[str, Any]:
             form = dict(await request.post())
         except UnicodeDecodeError as exc:  # aiohttp decodes a form body strictly
             raise ApiError(400, "invalid_encoding", "The form is not UTF-8 text.") from exc
+        except ValueError as exc:  # e.g. multipart/form-data without its boundary
+            raise ApiError(400, "invalid_form", "The form could not be read.") from exc
         offered = offered or form.get(CSRF_FIELD)
     if CSRF_COOKIE not in request.cookies or not isinstance(offered, str) or not constant_time_equal(
             offered, csrf_token(request)):

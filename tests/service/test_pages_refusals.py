@@ -60,3 +60,15 @@ async def test_a_locked_user_is_told_to_ask_an_administrator(client: TestClient,
     status, code, text = await attempt(client, "portal", user["email"], USER_PASSWORD)
     assert (status, code) == (403, "user_locked")
     assert "locked after too many failed attempts. Ask an administrator to unlock it." in text
+
+
+@pytest.mark.parametrize(("content_type", "body", "code"), [
+    ("multipart/form-data", b"email=a", "invalid_form"),  # no boundary
+    ("application/x-www-form-urlencoded", b"email=\xff\xfe", "invalid_encoding"),
+])
+async def test_a_form_body_that_cannot_be_read_is_a_400_page(client: TestClient, content_type: str, body: bytes,
+                                                             code: str) -> None:
+    for path in ("/admin/sign-in", "/portal/sign-in", "/admin/sign-out"):
+        answer = await client.post(path, data=body, headers={"Content-Type": content_type})
+        # Browsers never send such a body: the refusal is the API's JSON error, with its stable code.
+        assert (answer.status, (await answer.json())["error"]["code"]) == (400, code), path
