@@ -127,6 +127,13 @@ def script_call(handler: Handler) -> Handler:
     return wrapped
 
 
+def sign_in_fields(form: Any) -> tuple[str, str]:
+    """The sign-in form's username or email (``identifier``; ``email`` as the form was named
+    before) and organization, trimmed to their longest lengths."""
+    identifier = str(form.get("identifier") or form.get("email") or "").strip()[:320]
+    return identifier, str(form.get("organization_id", "")).strip()[:64]
+
+
 def redirect(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location, headers={"Cache-Control": "no-store"})
 

@@ -41,6 +41,7 @@ from service.web.common import (
     sentence,
     set_cookie,
     set_session_cookie,
+    sign_in_fields,
 )
 
 routes = web.RouteTableDef()
@@ -142,12 +143,12 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         form = await check_csrf(request)
     except CsrfRefused:
         return render(request, "sign_in.html", _sign_in_context(error="This form was stale. Please try again."), 403)
-    email, org_id = str(form.get("email", "")).strip()[:320], str(form.get("organization_id", "")).strip()[:64]
+    identifier, org_id = sign_in_fields(form)
     try:
         result = await mfa.signin_of(request).password_step(
-            USER_PORTAL, email, str(form.get("password", ""))[:1000], org_id or None, mfa.client(request))
+            USER_PORTAL, identifier, str(form.get("password", ""))[:1000], org_id or None, mfa.client(request))
     except DomainError as error:
-        return render(request, "sign_in.html", _sign_in_context(email=email, organization_id=org_id,
+        return render(request, "sign_in.html", _sign_in_context(identifier=identifier, organization_id=org_id,
                                                                 error=sentence(error), error_code=error.code),
                       page_status(error))
     if isinstance(result, SignedIn):  # no factor yet: the portal is where the first one is enrolled
