@@ -75,6 +75,15 @@ class Enrollment:
 
     # --- TOTP ----------------------------------------------------------------------------------
 
+    async def totp_still_required(self, user: User) -> bool:
+        """Whether the user must enroll TOTP before anything else in the user portal: an
+        administrator required it (``mfa_required``: requiring or resetting TOTP sets it) and no
+        TOTP is confirmed yet. A confirmed TOTP satisfies it; a reset asks for it anew."""
+        if not user.mfa_required:
+            return False
+        async with self.services.session_factory() as db:
+            return "totp" not in await enrolled_factors(db, user.organization_id, user.id)
+
     async def totp_start(self, token: str, session: Session, user: User) -> dict[str, str]:
         """A new secret, shown once; it counts only once a code from it is confirmed."""
         if "totp" in await self._guard(session, user):
