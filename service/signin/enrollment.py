@@ -9,6 +9,7 @@ policy table applies.
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -28,7 +29,15 @@ from service.signin.records import USER_PORTAL, ClientInfo
 
 TOTP_ISSUER = "adminlink"
 PENDING_SECONDS = 600
+PAIRING_TYPE = "adminlink-push-pairing"
 WEBAUTHN_KINDS = {"webauthn_device": wa.PLATFORM, "security_key": wa.CROSS_PLATFORM}
+
+
+def pairing_payload(server: str, organization_id: str, enrollment_token: str) -> str:
+    """What the push device pairing's QR code carries (docs/portals.md): the app learns from one
+    scan where to enroll (``server``: ADMINLINK_PUBLIC_URL) and the one-time token to present."""
+    return json.dumps({"type": PAIRING_TYPE, "version": 1, "server": server, "organization_id": organization_id,
+                       "enrollment_token": enrollment_token}, separators=(",", ":"))
 
 
 def iso(moment: Any) -> str | None:
@@ -170,8 +179,10 @@ class Enrollment:
         enrollment_token = secrets.token_urlsafe(32)
         await self.signin.pending.put("push", enrollment_token, {"organization_id": user.organization_id,
                                                                  "user_id": user.id}, PENDING_SECONDS)
+        server = self.services.settings.public_url
         return {"enrollment_token": enrollment_token, "organization_id": user.organization_id,
-                "expires_in": PENDING_SECONDS}
+                "expires_in": PENDING_SECONDS, "server": server,
+                "pairing_payload": pairing_payload(server, user.organization_id, enrollment_token)}
 
     async def duo_enroll(self, session: Session, user: User, duo_username: str, client: ClientInfo) -> dict[str, Any]:
         await self._guard(session, user)

@@ -322,7 +322,7 @@ async def push_pairing(request: web.Request, me: Me) -> web.StreamResponse:
     await check_csrf(request)
     pairing = await _enrollment(request).push_enrollment(me.session, me.user)
     return render(request, "portal/push.html", layout(me, "Pair your phone", pairing=pairing,
-                                                      qr=qr_svg(pairing["enrollment_token"])))
+                                                      qr=qr_svg(pairing["pairing_payload"])))
 
 
 @routes.get("/portal/password")

@@ -107,6 +107,7 @@ async def test_a_push_sign_in_waits_for_the_device_which_approves_then_denies(br
     await page.click("#add-push")
     token = (await page.inner_text("#pairing-token")).strip()
     assert await page.locator(".qr svg").count() == 1
+    assert (await page.inner_text("#pairing-server")).strip() == site.base  # the QR code's server too
     await shot(page, "portal-push-pairing")
     device = PushDevice()
     await device.enroll(site.client, token, "pixel")
