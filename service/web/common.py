@@ -160,8 +160,9 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, porta
 # --- refusals in words a person understands ------------------------------------------------------
 
 SENTENCES = {
-    "invalid_credentials": "That email and password, or that verification, did not match. Check them and try "
-                           "again. If your email belongs to several organizations, give the organization ID too.",
+    "invalid_credentials": "That username or email and password, or that verification, did not match. Check "
+                           "them and try again. If it belongs to several organizations, give the organization "
+                           "ID too.",
     "user_locked": "This account is locked after too many failed attempts. Ask an administrator to unlock it.",
     "user_suspended": "This account is suspended. Ask an administrator to activate it.",
     "user_not_active": "This account is not activated yet. Ask an administrator to activate it.",
