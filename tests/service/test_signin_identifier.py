@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from service import config
 from service.bootstrap import Services
-from tests.conftest import Api, Org
+from tests.conftest import Api, Org, bootstrap_org
 from tests.fakes.portal import USER_PASSWORD, Portal, next_code, signin_settings
 from tests.service.test_pages import csrf_of
 from tests.service.test_signin import generic_refusal, linked_admin, unfamiliar_failures
@@ -87,3 +87,23 @@ async def test_the_sign_in_pages_take_a_username(api: Api, client: TestClient) -
         response = await client.post(f"/{portal}/sign-in", data={
             "identifier": user["username"], "password": USER_PASSWORD, "csrf": csrf_of(page)}, allow_redirects=False)
         assert (response.status, response.headers["Location"]) == (303, f"/{portal}/sign-in/verify")
+
+
+async def test_a_username_in_several_organizations_needs_the_organization(
+        api: Api, client: TestClient, services: Services, org: Org) -> None:
+    other = Api(client, (await bootstrap_org(services, "Other")).key)
+    mine = await api.user(username="pat")
+    await other.user(username="pat")
+    portal = Portal(client, mobile=True)
+    assert generic_refusal(*await portal.login("pat", USER_PASSWORD, portal="user"))
+    status, body = await portal.login("pat", USER_PASSWORD, portal="user", organization_id=org.id)
+    assert (status, body["status"]) == (200, "mfa_required"), body
+    assert mine["username"] == "pat"
+
+
+async def test_an_email_is_looked_up_before_a_username_that_looks_like_it(api: Api, client: TestClient) -> None:
+    owner = await api.user()
+    await api.user(username=owner["email"])  # another user whose username is the first one's email
+    portal = Portal(client, mobile=True)
+    session = await portal.sign_in_with_totp(owner["email"], owner["totp_secret"], portal="user")
+    assert session["id"] == owner["id"]
