@@ -123,11 +123,22 @@ def _proof(data: dict[str, Any]) -> dict[str, Any]:
 
 async def _password_step(request: web.Request, portal: str) -> web.Response:
     data = await inputs.json_body(request)
-    email = inputs.required_string(data, "email")
+    identifier = _identifier(data)
     password = inputs.required_string(data, "password", max_length=1000)
     org_id = inputs.string(data, "organization_id", max_length=64)
-    result = await _signin(request).password_step(portal, email, password, org_id, client_info(request, data))
+    result = await _signin(request).password_step(portal, identifier, password, org_id, client_info(request, data))
     return answer(request, result)
+
+
+def _identifier(data: dict[str, Any]) -> str:
+    """``identifier`` (a username or an email), or ``email`` as clients sent it before; one of them."""
+    if "identifier" in data and "email" in data:
+        raise bad_request("invalid_field", "send identifier or email, not both")
+    if "email" in data:
+        return inputs.required_string(data, "email")
+    if "identifier" not in data:
+        raise bad_request("missing_field", "identifier (a username or an email) is required")
+    return inputs.required_string(data, "identifier")
 
 
 @routes.post("/auth/admin/login")

@@ -9,6 +9,7 @@ policy table applies.
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -28,7 +29,15 @@ from service.signin.records import USER_PORTAL, ClientInfo
 
 TOTP_ISSUER = "adminlink"
 PENDING_SECONDS = 600
+PAIRING_TYPE = "adminlink-push-pairing"
 WEBAUTHN_KINDS = {"webauthn_device": wa.PLATFORM, "security_key": wa.CROSS_PLATFORM}
+
+
+def pairing_payload(server: str, organization_id: str, enrollment_token: str) -> str:
+    """What the push device pairing's QR code carries (docs/portals.md): the app learns from one
+    scan where to enroll (``server``: ADMINLINK_PUBLIC_URL) and the one-time token to present."""
+    return json.dumps({"type": PAIRING_TYPE, "version": 1, "server": server, "organization_id": organization_id,
+                       "enrollment_token": enrollment_token}, separators=(",", ":"))
 
 
 def iso(moment: Any) -> str | None:
@@ -74,6 +83,15 @@ class Enrollment:
         }
 
     # --- TOTP ----------------------------------------------------------------------------------
+
+    async def totp_still_required(self, user: User) -> bool:
+        """Whether the user must enroll TOTP before anything else in the user portal: an
+        administrator required it (``mfa_required``: requiring or resetting TOTP sets it) and no
+        TOTP is confirmed yet. A confirmed TOTP satisfies it; a reset asks for it anew."""
+        if not user.mfa_required:
+            return False
+        async with self.services.session_factory() as db:
+            return "totp" not in await enrolled_factors(db, user.organization_id, user.id)
 
     async def totp_start(self, token: str, session: Session, user: User) -> dict[str, str]:
         """A new secret, shown once; it counts only once a code from it is confirmed."""
@@ -161,8 +179,10 @@ class Enrollment:
         enrollment_token = secrets.token_urlsafe(32)
         await self.signin.pending.put("push", enrollment_token, {"organization_id": user.organization_id,
                                                                  "user_id": user.id}, PENDING_SECONDS)
+        server = self.services.settings.public_url
         return {"enrollment_token": enrollment_token, "organization_id": user.organization_id,
-                "expires_in": PENDING_SECONDS}
+                "expires_in": PENDING_SECONDS, "server": server,
+                "pairing_payload": pairing_payload(server, user.organization_id, enrollment_token)}
 
     async def duo_enroll(self, session: Session, user: User, duo_username: str, client: ClientInfo) -> dict[str, Any]:
         await self._guard(session, user)

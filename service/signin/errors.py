@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from service.domain.errors import DomainError, Forbidden
 
-GENERIC = ("the email, password or verification is not right; if your email belongs to several "
+GENERIC = ("the username or email, password or verification is not right; if it belongs to several "
            "organizations, send organization_id")
 
 

@@ -94,6 +94,13 @@ def known_device_cookies(settings: Settings) -> known_devices.KnownDevices:
     return known_devices.KnownDevices(settings.secret_key, settings.known_device_days * 86400)
 
 
+def _identity(who: Who) -> Admin | User:
+    """The identity whose email keys its sign-in limits: the user, or a classic admin."""
+    identity = who.user or who.admin
+    assert identity is not None
+    return identity
+
+
 def _system(org_id: str) -> Actor:
     # Placeholder until the identity is loaded; records are written with the signing-in actor.
     return Actor(org_id, "signin", "system", Role.READ_ONLY, source="signin")
@@ -118,15 +125,19 @@ class Signin:
 
     # --- password ---------------------------------------------------------------------------
 
-    async def password_step(self, portal: str, email: str, password: str, org_id: str | None,
+    async def password_step(self, portal: str, identifier: str, password: str, org_id: str | None,
                             client: ClientInfo) -> MfaRequired | SignedIn:
-        await self.throttle.hit(ip=client.ip, account=account_key(email, org_id))
+        """``identifier``: the username or the email typed (``lookup.resolve``)."""
+        await self.throttle.hit(ip=client.ip, account=None)
         async with self.services.session_factory() as session:
-            who = await lookup.resolve(session, portal, email, org_id)
-        # An unknown email is an unfamiliar lane like any other, so the block tells nothing.
-        lane = self._lane(who, client) if who else smart_lockout.unfamiliar(email)
+            who = await lookup.resolve(session, portal, identifier, org_id)
+        # The account's limit and lanes are keyed by the identity found, so its username and its
+        # email (with or without the organization) share one budget; what matches nothing is keyed
+        # by what was typed, an unfamiliar lane like any other, so the block tells nothing.
+        await self.throttle.hit(ip=None, account=self._account_key(who, identifier, org_id))
+        lane = self._lane(who, client) if who else smart_lockout.unfamiliar(identifier)
         await self.smart.ensure_open(lane)  # before the password: a blocked lane is no oracle
-        # Argon2 is slow on purpose; it runs off the event loop. An unknown email is checked
+        # Argon2 is slow on purpose; it runs off the event loop. An unknown identifier is checked
         # against a dummy hash, so it takes as long as a wrong password.
         right = await asyncio.to_thread(verify_password, who.password_hash if who else None, password)
         if who is None or not right:
@@ -186,15 +197,19 @@ class Signin:
 
     # --- refusals, failures and records -----------------------------------------------------
 
+    @staticmethod
+    def _account_key(who: Who | None, identifier: str, org_id: str | None) -> str:
+        if who is None:
+            return account_key(identifier, org_id)
+        return account_key(_identity(who).email, who.organization_id)
+
     def _lane(self, who: Who, client: ClientInfo) -> Lane:
         """Where this client's failures on this identity count: its familiar lane when the client
         carries the identity's known-device cookie, else the unfamiliar lane of its email."""
         subject = known_devices.subject(who)
         if self.devices.recognises(dict(client.device_cookies), subject):
             return smart_lockout.familiar(subject)
-        identity = who.user or who.admin
-        assert identity is not None
-        return smart_lockout.unfamiliar(identity.email)
+        return smart_lockout.unfamiliar(_identity(who).email)
 
     async def _slow_down(self, lane: Lane) -> None:
         """Counts a failure in its lane, then holds its answer back for the lane's delay."""

@@ -1,11 +1,11 @@
-"""Who is signing in, from what the client typed.
+"""Who is signing in, from what the client typed: a username or an email.
 
-Emails are unique per organization, not across organizations. The email lookups here are the
-only queries of the sign-in that are not scoped to one organization: they find the organization.
-The rule: with ``organization_id``, only that organization is searched; without it the email must
-belong to exactly one organization. An email found in several organizations without an
-``organization_id`` is answered like a wrong password, so the answer never tells that the email
-exists. Everything after this lookup is scoped to the organization found.
+Emails and usernames are unique per organization, not across organizations. The lookups here are
+the only queries of the sign-in that are not scoped to one organization: they find the
+organization. The rule: with ``organization_id``, only that organization is searched; without it
+the identifier must belong to exactly one organization. One found in several organizations
+without an ``organization_id`` is answered like a wrong password, so the answer never tells that
+it exists. Everything after this lookup is scoped to the organization found.
 """
 
 from __future__ import annotations
@@ -42,20 +42,34 @@ class Who:
         return self.user.password_hash if self.user is not None else None
 
 
-async def _organizations(session: AsyncSession, table: sa.Table, email: str, org_id: str | None) -> set[str]:
-    query = sa.select(table.c.organization_id).where(sa.func.lower(table.c.email) == normalise_email(email))
+async def _organizations(session: AsyncSession, table: sa.Table, column: str, value: str,
+                         org_id: str | None) -> set[str]:
+    query = sa.select(table.c.organization_id).where(sa.func.lower(table.c[column]) == value)
     if org_id is not None:
         query = query.where(table.c.organization_id == org_id)
     return {row for row in await session.scalars(query)}
 
 
-async def resolve(session: AsyncSession, portal: str, email: str, org_id: str | None) -> Who | None:
-    orgs = await _organizations(session, orm.users, email, org_id)
+def _only(orgs: set[str]) -> str | None:
+    return next(iter(orgs)) if len(orgs) == 1 else None
+
+
+async def resolve(session: AsyncSession, portal: str, identifier: str, org_id: str | None) -> Who | None:
+    """The identities behind what was typed: an email first; a username only when no account in
+    scope has that email (usernames may look like emails, as SCIM's ``userName`` often does)."""
+    email = normalise_email(identifier)
+    orgs = await _organizations(session, orm.users, "email", email, org_id)
     if portal == ADMIN_PORTAL:
-        orgs |= await _organizations(session, orm.admins, email, org_id)
-    if len(orgs) != 1:
-        return None
-    (org,) = orgs
+        orgs |= await _organizations(session, orm.admins, "email", email, org_id)
+    if orgs:
+        org = _only(orgs)
+        return await _by_email(session, portal, org, identifier) if org else None
+    username = identifier.strip().lower()
+    org = _only(await _organizations(session, orm.users, "username", username, org_id))
+    return await _by_username(session, portal, org, username) if org else None
+
+
+async def _by_email(session: AsyncSession, portal: str, org: str, email: str) -> Who | None:
     user = await Users(session).by_email(org, email)
     admin = await Admins(session).by_email(org, email) if portal == ADMIN_PORTAL else None
     if admin is not None and admin.is_linked:
@@ -65,4 +79,14 @@ async def resolve(session: AsyncSession, portal: str, email: str, org_id: str | 
         user = None  # a classic admin signs in with its own password; a same-email user is another identity
     if user is None and admin is None:
         return None
+    return Who(org, user, admin)
+
+
+async def _by_username(session: AsyncSession, portal: str, org: str, username: str) -> Who | None:
+    """A user by username; on the admin portal with the admin identity linked to it. A classic
+    admin has no username: it signs in with its email only."""
+    user = await Users(session).by_username(org, username)
+    if user is None:
+        return None
+    admin = await Admins(session).by_linked_user(org, user.id) if portal == ADMIN_PORTAL else None
     return Who(org, user, admin)

@@ -10,8 +10,9 @@ Two lanes of consecutive failures, in Redis:
 - the *unfamiliar* lane of an email: every other client. At ``threshold`` failures such clients
   are refused (``unfamiliar_client_blocked``) until ``block_seconds`` have passed since the last
   counted failure, without the password even being checked, so the block is no oracle. The lane
-  is keyed by the email typed, whatever organization and whether or not an account has it, so
-  the block tells nothing about which emails exist. The user is never locked by it and familiar
+  is keyed by the email of the account found, whether its username or its email was typed, and
+  whatever organization was asked for; when no account matches, by what was typed, so the block
+  tells nothing about which usernames or emails exist. The user is never locked by it and familiar
   clients never see it.
 
 After the n-th consecutive failure of a lane the answer waits ``delay_after(n)`` (asyncio.sleep:

@@ -3,9 +3,10 @@
 Sliding windows: each key keeps the times of its accepted attempts (a sorted set) for one
 window. An attempt over the limit is refused and not kept, so a client that keeps hammering is
 let through again at the pace the limit allows, and no window boundary ever allows a double burst.
-The account key is derived from what the client sent (the email, or the account behind a
-challenge), whether or not such an account exists, so the limit itself tells nothing about
-existence.
+The account key of a password step is the email of the account found (so its username and its
+email share one limit), or what the client typed when no account matches; of a factor step, the
+account behind the challenge. An identifier without an account is limited the same way, so the
+limit itself tells nothing about existence.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from service.web.common import (
     render,
     sentence,
     set_session_cookie,
+    sign_in_fields,
 )
 
 routes = web.RouteTableDef()
@@ -124,12 +125,12 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         form = await check_csrf(request)
     except CsrfRefused:
         return render(request, "sign_in.html", {**context, "error": "This form was stale. Please try again."}, 403)
-    email, org_id = str(form.get("email", "")).strip()[:320], str(form.get("organization_id", "")).strip()[:64]
+    identifier, org_id = sign_in_fields(form)
     next_path = local_path(str(form.get("next", "")), "/admin/")
-    context.update(email=email, organization_id=org_id, next=next_path)
+    context.update(identifier=identifier, organization_id=org_id, next=next_path)
     try:
         result = await mfa.signin_of(request).password_step(
-            ADMIN_PORTAL, email, str(form.get("password", ""))[:1000], org_id or None, mfa.client(request))
+            ADMIN_PORTAL, identifier, str(form.get("password", ""))[:1000], org_id or None, mfa.client(request))
     except DomainError as error:
         return render(request, "sign_in.html", {**context, "error": sentence(error), "error_code": error.code,
                                                 "user_portal_hint": error.code in (

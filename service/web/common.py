@@ -129,6 +129,13 @@ def script_call(handler: Handler) -> Handler:
     return wrapped
 
 
+def sign_in_fields(form: Any) -> tuple[str, str]:
+    """The sign-in form's username or email (``identifier``; ``email`` as the form was named
+    before) and organization, trimmed to their longest lengths."""
+    identifier = str(form.get("identifier") or form.get("email") or "").strip()[:320]
+    return identifier, str(form.get("organization_id", "")).strip()[:64]
+
+
 def redirect(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location, headers={"Cache-Control": "no-store"})
 
@@ -155,8 +162,9 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, porta
 # --- refusals in words a person understands ------------------------------------------------------
 
 SENTENCES = {
-    "invalid_credentials": "That email and password, or that verification, did not match. Check them and try "
-                           "again. If your email belongs to several organizations, give the organization ID too.",
+    "invalid_credentials": "That username or email and password, or that verification, did not match. Check "
+                           "them and try again. If it belongs to several organizations, give the organization "
+                           "ID too.",
     "user_locked": "This account is locked after too many failed attempts. Ask an administrator to unlock it.",
     "user_suspended": "This account is suspended. Ask an administrator to activate it.",
     "user_not_active": "This account is not activated yet. Ask an administrator to activate it.",

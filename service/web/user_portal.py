@@ -41,6 +41,7 @@ from service.web.common import (
     sentence,
     set_cookie,
     set_session_cookie,
+    sign_in_fields,
 )
 
 routes = web.RouteTableDef()
@@ -56,12 +57,19 @@ ENROLLED = {"totp": "Your authenticator app is enrolled.", "webauthn": "Your aut
             "password": "Your password is changed."}
 
 
+TOTP_PAGE = "/portal/mfa/totp"
+TOTP_REQUIRED = "totp_enrollment_required"
+REQUIRED_SENTENCE = ("Your administrator requires an authenticator app (TOTP) for your account. "
+                     "Set it up to continue.")
+
+
 @dataclass(frozen=True)
 class Me:
     token: str
     session: Session
     user: User
     is_admin: bool
+    totp_required: bool  # an administrator requires TOTP and it is not enrolled yet
 
 
 async def me_of(request: web.Request) -> Me:
@@ -73,17 +81,35 @@ async def me_of(request: web.Request) -> Me:
         raise redirect("/portal/sign-in")
     async with services_of(request).session_factory() as db:
         admin = await Admins(db).by_linked_user(identity.organization_id, identity.id)
-    return Me(token, session, identity, admin is not None)
+    required = await _enrollment(request).totp_still_required(identity)
+    return Me(token, session, identity, admin is not None, required)
 
 
 def layout(me: Me, title: str, **context: Any) -> dict[str, Any]:
-    return {"layout": "portal", "title": title, "who": me.user.email, "is_admin": me.is_admin, **context}
+    return {"layout": "portal", "title": title, "who": me.user.email, "is_admin": me.is_admin,
+            "totp_required": me.totp_required, **context}
 
 
-def portal_page(handler: Callable[[web.Request, Me], Awaitable[web.StreamResponse]]) -> Handler:
+PageHandler = Callable[[web.Request, Me], Awaitable[web.StreamResponse]]
+
+
+def portal_page(handler: PageHandler) -> Handler:
+    """A page of the signed-in user; until a TOTP an administrator requires is enrolled, the
+    TOTP enrollment page instead."""
+    return _page(handler, enrolling_totp=False)
+
+
+def totp_enrollment_page(handler: PageHandler) -> Handler:
+    """A page of the TOTP enrollment, open also while TOTP is required and not enrolled yet."""
+    return _page(handler, enrolling_totp=True)
+
+
+def _page(handler: PageHandler, *, enrolling_totp: bool) -> Handler:
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         me = await me_of(request)
+        if me.totp_required and not enrolling_totp:
+            raise redirect(TOTP_PAGE)
         try:
             return await handler(request, me)
         except CsrfRefused:
@@ -102,7 +128,11 @@ def portal_json(handler: Callable[[web.Request, Me], Awaitable[web.StreamRespons
     @script_call
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        return await handler(request, await me_of(request))
+        me = await me_of(request)
+        if me.totp_required:
+            return json_answer(request, {"error": REQUIRED_SENTENCE, "code": TOTP_REQUIRED, "redirect": TOTP_PAGE},
+                               403)
+        return await handler(request, me)
 
     return wrapped
 
@@ -142,12 +172,12 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         form = await check_csrf(request)
     except CsrfRefused:
         return render(request, "sign_in.html", _sign_in_context(error="This form was stale. Please try again."), 403)
-    email, org_id = str(form.get("email", "")).strip()[:320], str(form.get("organization_id", "")).strip()[:64]
+    identifier, org_id = sign_in_fields(form)
     try:
         result = await mfa.signin_of(request).password_step(
-            USER_PORTAL, email, str(form.get("password", ""))[:1000], org_id or None, mfa.client(request))
+            USER_PORTAL, identifier, str(form.get("password", ""))[:1000], org_id or None, mfa.client(request))
     except DomainError as error:
-        return render(request, "sign_in.html", _sign_in_context(email=email, organization_id=org_id,
+        return render(request, "sign_in.html", _sign_in_context(identifier=identifier, organization_id=org_id,
                                                                 error=sentence(error), error_code=error.code),
                       page_status(error))
     if isinstance(result, SignedIn):  # no factor yet: the portal is where the first one is enrolled
@@ -226,17 +256,32 @@ def qr_svg(text: str) -> Markup:
     return Markup(svg)  # noqa: S704 (segno's own markup; the text it encodes is escaped by it)
 
 
-@routes.post("/portal/mfa/totp")
-@portal_page
+@routes.get(TOTP_PAGE)
+@totp_enrollment_page
+async def totp_page(request: web.Request, me: Me) -> web.StreamResponse:
+    """Where a user whose administrator requires TOTP is sent: the sentence, and the button that
+    starts the enrollment."""
+    if not me.totp_required:
+        raise redirect("/portal/mfa")
+    return render(request, "portal/totp.html", layout(me, "Set up an authenticator app",
+                                                      required_sentence=REQUIRED_SENTENCE))
+
+
+@routes.post(TOTP_PAGE)
+@totp_enrollment_page
 async def totp_start(request: web.Request, me: Me) -> web.StreamResponse:
     await check_csrf(request)
     started = await _enrollment(request).totp_start(me.token, me.session, me.user)
     return render(request, "portal/totp.html", layout(me, "Set up an authenticator app", secret=started["secret"],
-                                                      qr=qr_svg(started["otpauth_uri"])))
+                                                      qr=qr_svg(started["otpauth_uri"]), **_required(me)))
+
+
+def _required(me: Me) -> dict[str, str]:
+    return {"required_sentence": REQUIRED_SENTENCE} if me.totp_required else {}
 
 
 @routes.post("/portal/mfa/totp/confirm")
-@portal_page
+@totp_enrollment_page
 async def totp_confirm(request: web.Request, me: Me) -> web.StreamResponse:
     form = await check_csrf(request)
     code = str(form.get("code", "")).strip()[:20]
@@ -245,8 +290,8 @@ async def totp_confirm(request: web.Request, me: Me) -> web.StreamResponse:
     except DomainError as error:
         if error.code != "invalid_code":
             raise
-        return render(request, "portal/totp.html", layout(me, "Set up an authenticator app", error=sentence(error)),
-                      400)
+        return render(request, "portal/totp.html", layout(me, "Set up an authenticator app", error=sentence(error),
+                                                          **_required(me)), 400)
     raise redirect("/portal/mfa?done=totp")
 
 
@@ -277,7 +322,7 @@ async def push_pairing(request: web.Request, me: Me) -> web.StreamResponse:
     await check_csrf(request)
     pairing = await _enrollment(request).push_enrollment(me.session, me.user)
     return render(request, "portal/push.html", layout(me, "Pair your phone", pairing=pairing,
-                                                      qr=qr_svg(pairing["enrollment_token"])))
+                                                      qr=qr_svg(pairing["pairing_payload"])))
 
 
 @routes.get("/portal/password")

@@ -35,7 +35,7 @@ def port() -> int:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, port: int) -> config.Settings:
     return suite_settings(database_url, tmp_path, webauthn_rp_id="localhost",
-                          webauthn_origins=f"http://localhost:{port}")
+                          webauthn_origins=f"http://localhost:{port}", public_url=f"http://localhost:{port}")
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def code_after(secret: str, used: set[str]) -> str:
 
 async def sign_in(page: Page, base: str, portal: str, email: str, password: str) -> None:
     await page.goto(f"{base}/{portal}/sign-in")
-    await page.fill("#email", email)
+    await page.fill("#identifier", email)
     await page.fill("#password", password)
     await page.click("#sign-in")
 

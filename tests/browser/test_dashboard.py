@@ -59,7 +59,7 @@ async def test_an_admin_retries_and_aborts_a_dead_job_in_chromium(client: TestCl
             page = await context.new_page()
             await page.goto(base + "/ops/")  # not signed in: the admin portal's sign-in, then back
             assert "/admin/sign-in" in page.url
-            await page.fill("#email", org.email)
+            await page.fill("#identifier", org.email)
             await page.fill("#password", org.password)
             await page.click("#sign-in")
             await page.fill("#code", pyotp.TOTP(org.totp_secret).now())

@@ -1,7 +1,8 @@
 """The user portal in real Chromium, with Chrome's virtual authenticators running the real
 WebAuthn ceremonies against the real server: a user enrolls TOTP (reading the key from the
 page), a device authenticator and a security key; signs in with Go; launches the admin portal
-with step-up; and signs in with a push that the test push device approves, then denies."""
+with step-up; a user whose administrator requires TOTP signs in with the username and is sent to
+enroll it first; and signs in with a push that the test push device approves, then denies."""
 
 from __future__ import annotations
 
@@ -100,6 +101,26 @@ async def test_a_user_enrolls_totp_a_device_and_a_key_signs_in_with_go_and_launc
     await shot(admin_signin, "admin-verify")
 
 
+async def test_a_user_whose_administrator_requires_totp_signs_in_with_the_username_and_enrolls_it_first(
+        browser: Browser, site: Site) -> None:
+    user = await site.api.user(mfa=False)
+    await site.api.ok("POST", f"/api/v1/users/{user['id']}/mfa/totp")  # the administrator requires TOTP
+    page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+    await sign_in(page, site.base, "portal", user["username"], USER_PASSWORD)
+    assert page.url.endswith("/portal/mfa/totp"), page.url
+    assert "administrator requires an authenticator app" in await page.inner_text("#totp-required")
+    await shot(page, "portal-totp-required")
+    await page.goto(site.base + "/portal/password")  # nothing else until it is enrolled
+    assert page.url.endswith("/portal/mfa/totp"), page.url
+    await page.click("#add-totp")
+    secret = (await page.inner_text("#totp-secret")).strip()
+    await page.fill("#code", code_after(secret, set()))
+    await page.click("#confirm-totp")
+    assert "authenticator app is enrolled" in await page.inner_text("#flash")
+    await page.goto(site.base + "/portal/password")
+    assert page.url.endswith("/portal/password"), page.url
+
+
 async def test_a_push_sign_in_waits_for_the_device_which_approves_then_denies(browser: Browser, site: Site) -> None:
     user = await site.api.user(mfa=False)
     page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
@@ -107,6 +128,7 @@ async def test_a_push_sign_in_waits_for_the_device_which_approves_then_denies(br
     await page.click("#add-push")
     token = (await page.inner_text("#pairing-token")).strip()
     assert await page.locator(".qr svg").count() == 1
+    assert (await page.inner_text("#pairing-server")).strip() == site.base  # the QR code's server too
     await shot(page, "portal-push-pairing")
     device = PushDevice()
     await device.enroll(site.client, token, "pixel")

@@ -5,6 +5,7 @@ approves or denies it by signing exactly what the service asks it to sign."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from typing import Any
 
@@ -45,6 +46,15 @@ class PushDevice:
         assert response.status == 201, body
         self.device_id, self.organization_id = body["device_id"], body["organization_id"]
         return dict(body)
+
+    async def pair(self, client: TestClient, payload: str, name: str = "phone") -> str:
+        """Enrolls from what the pairing QR code carries (docs/portals.md); answers the server
+        address it names, where a real app would send its calls (tests use ``client``)."""
+        pairing = json.loads(payload)
+        assert (pairing["type"], pairing["version"]) == ("adminlink-push-pairing", 1), pairing
+        body = await self.enroll(client, pairing["enrollment_token"], name)
+        assert body["organization_id"] == pairing["organization_id"]
+        return str(pairing["server"])
 
     async def inbox(self, client: TestClient) -> dict[str, Any] | None:
         timestamp = int(time.time())
