@@ -84,37 +84,37 @@ class SmartLockout:
         return f"{PREFIX}{lane.kind}:{token_hash(lane.subject)}"
 
     async def _read(self, key: str) -> tuple[int, float, int]:
-        """The lane's consecutive failures, its not-before time and its seconds to live (one round trip)."""
+        """The lane's consecutive failures, the time of the last one and its seconds to live (one round trip)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(key, ["count", "not_before"])
+            pipe.hmget(key, ["count", "last"])
             pipe.ttl(key)
-            (count, not_before), ttl = await pipe.execute()
-        return int(count or 0), float(not_before or 0), int(ttl)
+            (count, last), ttl = await pipe.execute()
+        return int(count or 0), float(last or 0), int(ttl)
 
     async def failures(self, lane: Lane) -> int:
         return (await self._read(self._key(lane)))[0]
 
     async def ensure_open(self, lane: Lane) -> None:
         """Refuses an attempt in a blocked unfamiliar lane, or before the last failure's delay is over."""
-        count, not_before, ttl = await self._read(self._key(lane))
+        count, last, ttl = await self._read(self._key(lane))
         if not lane.familiar and count >= self.threshold:
             raise UnfamiliarBlocked(max(1, ttl))
-        wait = not_before - time.time()
+        wait = last + delay_after(count, self.delay_base, self.delay_cap) - time.time()
         if wait > GRACE_SECONDS:
             raise RateLimited(max(1, math.ceil(wait)))
 
     async def count(self, lane: Lane) -> float:
         """One more consecutive failure in ``lane``; returns how long its answer must wait."""
         key = self._key(lane)
+        # One transaction: the lane is never written without its expiry (a ``clear`` in between
+        # would otherwise leave a key that is kept forever), and its not-before time is derived
+        # from the last failure's time and the count, not stored.
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hincrby(key, "count", 1)
+            pipe.hset(key, "last", repr(time.time()))
             pipe.expire(key, self.block_seconds)
-            count, _ = await pipe.execute()
-        delay = delay_after(int(count), self.delay_base, self.delay_cap)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, "not_before", repr(time.time() + delay))
-            await pipe.execute()
-        return delay
+            count, _, _ = await pipe.execute()
+        return delay_after(int(count), self.delay_base, self.delay_cap)
 
     async def clear(self, lane: Lane) -> None:
         """A completed sign-in: the lane's failures are no longer consecutive."""

@@ -245,3 +245,12 @@ def test_delay_settings(tmp_path: Path) -> None:
         with pytest.raises(config.ConfigError, match=name):
             config.load({**env, f"ADMINLINK_{name}": value})
 
+
+
+async def test_a_lane_cleared_while_a_failure_is_counted_is_never_kept_forever(services: Services) -> None:
+    """A completed sign-in may clear the lane while a parallel failure is being counted: whatever
+    is left of the lane still expires."""
+    smart = SmartLockout(services.redis, threshold=3, block_seconds=600, delay_base=5.0, delay_cap=20.0)
+    lane = smart_lockout.unfamiliar("racing@acme.test")
+    await asyncio.gather(smart.count(lane), smart.clear(lane))
+    assert await services.redis.ttl(SmartLockout._key(lane)) != -1  # -2: gone; else: expires
