@@ -3,7 +3,6 @@ statement's arguments or the driver's message, which quote client values."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -20,6 +19,7 @@ from service.bootstrap import Services
 from service.domain.model import new_id, now
 from service.logging import DatabaseErrorFilter, JsonFormatter, TextFormatter
 from tests.conftest import Api
+from tests.service.test_hostile_input import raw_request
 from tests.service.test_scim_support import scim_integration
 
 MARKER = "client-value-" + new_id()
@@ -111,17 +111,12 @@ async def test_other_loggers_are_filtered_too(services: Services) -> None:
 async def test_a_hostile_idempotency_key_is_not_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     """A key that is not UTF-8 fails in the driver (or is refused before it): its value is not
     logged either way."""
-    server = api.client.server
-    reader, writer = await asyncio.open_connection(server.host, server.port)
     body = b'{"email": "hostile@acme.test", "username": "hostile"}'
-    writer.write(b"POST /api/v1/users HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-                 + f"x-api-key: {api.key}\r\nContent-Length: {len(body)}\r\n".encode()
-                 + b"Idempotency-Key: \xff" + MARKER.encode() + b"\r\nConnection: close\r\n\r\n" + body)
     caplog.set_level(logging.INFO)
-    status_line = await reader.readline()
-    await reader.read()
-    writer.close()
-    assert status_line.split()[1] != b"201"
+    status, _, _ = await raw_request(api.client, b"POST /api/v1/users HTTP/1.1\r\nContent-Type: application/json\r\n"
+                                     + f"x-api-key: {api.key}\r\n".encode()
+                                     + b"Idempotency-Key: \xff" + MARKER.encode(), body)
+    assert status != 201
     assert_marker_not_logged(caplog.records)
 
 
