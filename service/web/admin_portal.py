@@ -18,6 +18,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from service import handlers, policy, views
+from service.adapters.sessions import Session
 from service.api.auth import COOKIE, current_session
 from service.api.context import services_of
 from service.api.errors import ApiError
@@ -59,6 +60,7 @@ class Console:
 
     actor: Actor
     admin: Admin
+    session: Session
 
     def may(self, action: Action, target_has_admin_role: bool) -> policy.Decision:
         return policy.decide(action, self.actor.role, target_has_admin_role)
@@ -75,7 +77,7 @@ async def console_of(request: web.Request) -> Console:
     actor = Actor(organization_id=identity.organization_id, id=identity.id, type="admin", role=identity.role,
                   email=identity.email, linked_user_id=identity.linked_user_id, source="admin_portal",
                   client_ip=request.remote, useragent=request.headers.get("User-Agent"), auth_method=AUTH_METHOD)
-    return Console(actor, identity)
+    return Console(actor, identity, session)
 
 
 def layout(console: Console, title: str, **context: Any) -> dict[str, Any]:
@@ -273,10 +275,9 @@ async def change_password(request: web.Request, console: Console) -> web.StreamR
     if new != again:
         return render(request, "admin/password.html", layout(
             console, "Change your password", field_error="The two new passwords are not the same."), 400)
-    _, session, _ = await current_session(request, ADMIN_PORTAL)
     try:
-        result = await passwords.change_admin_password(mfa.signin_of(request), session, console.admin, old, new,
-                                                       mfa.client(request))
+        result = await passwords.change_admin_password(mfa.signin_of(request), console.session, console.admin, old,
+                                                       new, mfa.client(request))
     except DomainError as error:
         return render(request, "admin/password.html", layout(
             console, "Change your password", error=sentence(error), error_code=error.code,
