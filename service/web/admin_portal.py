@@ -33,6 +33,7 @@ from service.signin.enrollment import Enrollment
 from service.signin.flows import MfaRequired
 from service.signin.records import ADMIN_PORTAL
 from service.web import ceremony as mfa
+from service.web import common
 from service.web.common import (
     CsrfRefused,
     check_csrf,
@@ -146,16 +147,7 @@ mfa.add_routes(routes, SIGN_IN)
 
 @routes.post("/admin/sign-out")
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    try:
-        await check_csrf(request)
-    except CsrfRefused:
-        raise redirect("/admin/") from None
-    token = request.cookies.get(COOKIE)
-    if token:
-        await services_of(request).sessions.close(token)
-    response = redirect("/admin/sign-in")
-    response.del_cookie(COOKIE, path="/")
-    raise response
+    raise await common.sign_out(request, COOKIE, "/admin/", "/admin/sign-in")
 
 
 # --- console ---------------------------------------------------------------------------------------

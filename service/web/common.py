@@ -155,6 +155,21 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str, va
                         secure=services_of(request).settings.cookie_secure)
 
 
+async def sign_out(request: web.Request, cookie: str, home: str, sign_in: str) -> web.HTTPSeeOther:
+    """A portal's sign-out form: the session behind ``cookie`` closed and its cookie gone, then
+    the sign-in page (a stale form goes back ``home`` instead, signed in still)."""
+    try:
+        await check_csrf(request)
+    except CsrfRefused:
+        return redirect(home)
+    token = request.cookies.get(cookie)
+    if token:
+        await services_of(request).sessions.close(token)
+    response = redirect(sign_in)
+    response.del_cookie(cookie, path="/")
+    return response
+
+
 def set_session_cookie(request: web.Request, response: web.StreamResponse, portal: str, token: str) -> None:
     set_cookie(request, response, PORTAL_COOKIES[portal], token)
 
