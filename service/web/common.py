@@ -22,6 +22,7 @@ from service.adapters.crypto import constant_time_equal
 from service.api.auth import PORTAL_COOKIES
 from service.api.context import services_of
 from service.api.errors import ApiError, status_for
+from service.api.inputs import unstorable_text
 from service.domain.errors import DomainError
 from service.signin.errors import RateLimited, Unavailable
 
@@ -81,6 +82,8 @@ async def check_csrf(request: web.Request) -> dict[str, Any]:
     if CSRF_COOKIE not in request.cookies or not isinstance(offered, str) or not constant_time_equal(
             offered, csrf_token(request)):
         raise CsrfRefused()
+    if unstorable_text(form):  # as inputs.json_body refuses it: no database text holds a NUL
+        raise ApiError(400, "invalid_encoding", "The form holds a NUL character.")
     return form
 
 
