@@ -222,8 +222,7 @@ def _role(form: dict[str, Any]) -> Role:
 async def user_detail(request: web.Request, console: Console) -> web.StreamResponse:
     policy.authorize(Action.READ_USERS, console.actor.role)
     async with services_of(request).uow(console.actor) as uow:
-        user = await handlers.load_user(uow, request.match_info["user_id"])
-        admin = await uow.admins.by_linked_user(user.organization_id, user.id)
+        user, admin = await handlers.load_user_and_admin(uow, request.match_info["user_id"])
         shown = await views.user(uow, user, admin, load_admin=False)
     factors = await Enrollment(mfa.signin_of(request)).overview(user)
     has_admin = admin is not None
