@@ -36,6 +36,7 @@ from service.web import ceremony as mfa
 from service.web import common
 from service.web.common import (
     CsrfRefused,
+    admin_sign_in_first,
     check_csrf,
     local_path,
     page_status,
@@ -72,7 +73,7 @@ async def console_of(request: web.Request) -> Console:
     try:
         _, session, identity = await current_session(request, ADMIN_PORTAL)
     except ApiError as ended:
-        raise redirect("/admin/sign-in?next=" + quote(request.path_qs, safe="")) from ended
+        raise admin_sign_in_first(request) from ended
     if session.kind != "admin" or not isinstance(identity, Admin):
         raise redirect("/admin/sign-in")
     actor = Actor(organization_id=identity.organization_id, id=identity.id, type="admin", role=identity.role,

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -141,6 +141,11 @@ def sign_in_fields(form: Any) -> tuple[str, str]:
 
 def redirect(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location, headers={"Cache-Control": "no-store"})
+
+
+def admin_sign_in_first(request: web.Request) -> web.HTTPSeeOther:
+    """The admin portal's sign-in, which comes back to this page afterwards."""
+    return redirect("/admin/sign-in?next=" + quote(request.path_qs, safe=""))
 
 
 def local_path(value: str | None, default: str) -> str:
