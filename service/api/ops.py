@@ -4,7 +4,6 @@ Prometheus ``/metrics`` (an ops API key or the scrape token)."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from markupsafe import Markup
@@ -22,7 +21,7 @@ from service.domain.errors import DomainError
 from service.domain.model import Admin, now
 from service.policy import Action
 from service.views import iso
-from service.web.common import CsrfRefused, check_csrf, csrf_token, render
+from service.web.common import CsrfRefused, admin_sign_in_first, check_csrf, csrf_token, render
 
 routes = web.RouteTableDef()
 
@@ -137,9 +136,9 @@ async def dashboard_actor(request: web.Request) -> tuple[Actor, str]:
     try:
         _, session, identity = await current_session(request)
     except ApiError as refusal:
-        raise sign_in_first(request) from refusal
+        raise admin_sign_in_first(request) from refusal
     if session.kind != "admin" or session.portal != "admin_portal" or not isinstance(identity, Admin):
-        raise sign_in_first(request)
+        raise admin_sign_in_first(request)
     decision = policy.decide(Action.READ_JOBS, identity.role, False)
     if not decision.allowed:
         text = f"The ops dashboard needs the {decision.required_role.value} role or higher."
@@ -150,10 +149,6 @@ async def dashboard_actor(request: web.Request) -> tuple[Actor, str]:
         client_ip=request.remote, useragent=request.headers.get("User-Agent"), auth_method="session",
     )
     return actor, csrf_token(request)
-
-
-def sign_in_first(request: web.Request) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther("/admin/sign-in?next=" + quote(request.path_qs, safe=""))
 
 
 def refusals(handler: Any) -> Any:

@@ -18,6 +18,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from service import handlers, policy, views
+from service.adapters.sessions import Session
 from service.api.auth import COOKIE, current_session
 from service.api.context import services_of
 from service.api.errors import ApiError
@@ -32,8 +33,10 @@ from service.signin.enrollment import Enrollment
 from service.signin.flows import MfaRequired
 from service.signin.records import ADMIN_PORTAL
 from service.web import ceremony as mfa
+from service.web import common
 from service.web.common import (
     CsrfRefused,
+    admin_sign_in_first,
     check_csrf,
     local_path,
     page_status,
@@ -59,6 +62,7 @@ class Console:
 
     actor: Actor
     admin: Admin
+    session: Session
 
     def may(self, action: Action, target_has_admin_role: bool) -> policy.Decision:
         return policy.decide(action, self.actor.role, target_has_admin_role)
@@ -69,13 +73,13 @@ async def console_of(request: web.Request) -> Console:
     try:
         _, session, identity = await current_session(request, ADMIN_PORTAL)
     except ApiError as ended:
-        raise redirect("/admin/sign-in?next=" + quote(request.path_qs, safe="")) from ended
+        raise admin_sign_in_first(request) from ended
     if session.kind != "admin" or not isinstance(identity, Admin):
         raise redirect("/admin/sign-in")
     actor = Actor(organization_id=identity.organization_id, id=identity.id, type="admin", role=identity.role,
                   email=identity.email, linked_user_id=identity.linked_user_id, source="admin_portal",
                   client_ip=request.remote, useragent=request.headers.get("User-Agent"), auth_method=AUTH_METHOD)
-    return Console(actor, identity)
+    return Console(actor, identity, session)
 
 
 def layout(console: Console, title: str, **context: Any) -> dict[str, Any]:
@@ -144,16 +148,7 @@ mfa.add_routes(routes, SIGN_IN)
 
 @routes.post("/admin/sign-out")
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    try:
-        await check_csrf(request)
-    except CsrfRefused:
-        raise redirect("/admin/") from None
-    token = request.cookies.get(COOKIE)
-    if token:
-        await services_of(request).sessions.close(token)
-    response = redirect("/admin/sign-in")
-    response.del_cookie(COOKIE, path="/")
-    raise response
+    raise await common.sign_out(request, COOKIE, "/admin/", "/admin/sign-in")
 
 
 # --- console ---------------------------------------------------------------------------------------
@@ -228,8 +223,7 @@ def _role(form: dict[str, Any]) -> Role:
 async def user_detail(request: web.Request, console: Console) -> web.StreamResponse:
     policy.authorize(Action.READ_USERS, console.actor.role)
     async with services_of(request).uow(console.actor) as uow:
-        user = await handlers.load_user(uow, request.match_info["user_id"])
-        admin = await uow.admins.by_linked_user(user.organization_id, user.id)
+        user, admin = await handlers.load_user_and_admin(uow, request.match_info["user_id"])
         shown = await views.user(uow, user, admin, load_admin=False)
     factors = await Enrollment(mfa.signin_of(request)).overview(user)
     has_admin = admin is not None
@@ -273,10 +267,9 @@ async def change_password(request: web.Request, console: Console) -> web.StreamR
     if new != again:
         return render(request, "admin/password.html", layout(
             console, "Change your password", field_error="The two new passwords are not the same."), 400)
-    _, session, _ = await current_session(request, ADMIN_PORTAL)
     try:
-        result = await passwords.change_admin_password(mfa.signin_of(request), session, console.admin, old, new,
-                                                       mfa.client(request))
+        result = await passwords.change_admin_password(mfa.signin_of(request), console.session, console.admin, old,
+                                                       new, mfa.client(request))
     except DomainError as error:
         return render(request, "admin/password.html", layout(
             console, "Change your password", error=sentence(error), error_code=error.code,

@@ -22,6 +22,7 @@ from service.api.auth import current_session
 from service.api.context import services_of
 from service.api.errors import ApiError
 from service.domain.errors import DomainError
+from service.domain.model import Admin, User
 from service.signin.challenges import STEP_UP
 from service.signin.errors import Unauthorized, challenge_expired
 from service.signin.flows import Pending, SignedIn, Signin
@@ -77,15 +78,21 @@ def client(request: web.Request) -> ClientInfo:
     return signin_api.client_info(request)
 
 
-async def user_session_token(request: web.Request, ceremony: Ceremony) -> str | None:
-    """Step-up completes only with the user-portal session that asked for it."""
+async def _step_up_session(request: web.Request, ceremony: Ceremony) -> tuple[str, Admin | User] | None:
+    """The user-portal session a step-up happens in (its token and user); None for a sign-in."""
     if ceremony.purpose != STEP_UP:
         return None
     try:
-        token, _, _ = await current_session(request, USER_PORTAL)
+        token, _, user = await current_session(request, USER_PORTAL)
     except ApiError:
         return None
-    return token
+    return token, user
+
+
+async def user_session_token(request: web.Request, ceremony: Ceremony) -> str | None:
+    """Step-up completes only with the user-portal session that asked for it."""
+    found = await _step_up_session(request, ceremony)
+    return found[0] if found else None
 
 
 def begin(request: web.Request, ceremony: Ceremony, challenge_id: str, expires_in: int,
@@ -154,13 +161,8 @@ async def verify_page(request: web.Request, ceremony: Ceremony, *, error: str | 
 
 async def signed_in_email(request: web.Request, ceremony: Ceremony) -> str | None:
     """Step-up happens inside the user portal: its header shows who is signed in."""
-    if ceremony.purpose != STEP_UP:
-        return None
-    try:
-        _, _, user = await current_session(request, USER_PORTAL)
-    except ApiError:
-        return None
-    return user.email
+    found = await _step_up_session(request, ceremony)
+    return found[1].email if found else None
 
 
 async def _complete(request: web.Request, ceremony: Ceremony, factor: str,
@@ -189,14 +191,14 @@ def add_routes(routes: web.RouteTableDef, ceremony: Ceremony) -> None:
 
     async def webauthn_options(request: web.Request) -> web.StreamResponse:
         data = await inputs.json_body(request)
-        factor = str(data.get("factor", ""))[:40] if isinstance(data, dict) else ""
+        factor = str(data.get("factor", ""))[:40]
         started = await signin_of(request).start(challenge_id(request, ceremony), (ceremony.purpose,), factor,
                                                  client(request), await user_session_token(request, ceremony))
         return json_answer(request, {"options": started["options"]})
 
     async def webauthn(request: web.Request) -> web.StreamResponse:
         data = await inputs.json_body(request)
-        if not isinstance(data, dict) or not isinstance(data.get("credential"), dict):
+        if not isinstance(data.get("credential"), dict):
             return json_answer(request, {"error": "The authenticator gave no answer.", "code": "missing_field"}, 400)
         result = await _complete(request, ceremony, str(data.get("factor", ""))[:40],
                                  {"credential": data["credential"]})

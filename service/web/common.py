@@ -13,7 +13,7 @@ import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -22,6 +22,7 @@ from service.adapters.crypto import constant_time_equal
 from service.api.auth import PORTAL_COOKIES
 from service.api.context import services_of
 from service.api.errors import ApiError, status_for
+from service.api.inputs import unstorable_text
 from service.domain.errors import DomainError
 from service.signin.errors import RateLimited, Unavailable
 
@@ -81,6 +82,8 @@ async def check_csrf(request: web.Request) -> dict[str, Any]:
     if CSRF_COOKIE not in request.cookies or not isinstance(offered, str) or not constant_time_equal(
             offered, csrf_token(request)):
         raise CsrfRefused()
+    if unstorable_text(form):  # as inputs.json_body refuses it: no database text holds a NUL
+        raise ApiError(400, "invalid_encoding", "The form holds a NUL character.")
     return form
 
 
@@ -140,6 +143,11 @@ def redirect(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location, headers={"Cache-Control": "no-store"})
 
 
+def admin_sign_in_first(request: web.Request) -> web.HTTPSeeOther:
+    """The admin portal's sign-in, which comes back to this page afterwards."""
+    return redirect("/admin/sign-in?next=" + quote(request.path_qs, safe=""))
+
+
 def local_path(value: str | None, default: str) -> str:
     """A ``next`` address only if it stays on this site (no scheme, no host, no ``//``)."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
@@ -153,6 +161,21 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str, va
     """As the sign-in API sets its cookies: HttpOnly, SameSite=Lax, Secure unless configured off."""
     response.set_cookie(name, value, httponly=True, samesite="Lax", path=path, max_age=max_age,
                         secure=services_of(request).settings.cookie_secure)
+
+
+async def sign_out(request: web.Request, cookie: str, home: str, sign_in: str) -> web.HTTPSeeOther:
+    """A portal's sign-out form: the session behind ``cookie`` closed and its cookie gone, then
+    the sign-in page (a stale form goes back ``home`` instead, signed in still)."""
+    try:
+        await check_csrf(request)
+    except CsrfRefused:
+        return redirect(home)
+    token = request.cookies.get(cookie)
+    if token:
+        await services_of(request).sessions.close(token)
+    response = redirect(sign_in)
+    response.del_cookie(cookie, path="/")
+    return response
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, portal: str, token: str) -> None:

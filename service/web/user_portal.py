@@ -30,6 +30,7 @@ from service.signin.enrollment import Enrollment
 from service.signin.flows import MfaRequired, SignedIn
 from service.signin.records import USER_PORTAL
 from service.web import ceremony as mfa
+from service.web import common
 from service.web.common import (
     CsrfRefused,
     check_csrf,
@@ -214,16 +215,7 @@ async def go(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/portal/sign-out")
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    try:
-        await check_csrf(request)
-    except CsrfRefused:
-        raise redirect("/portal/") from None
-    token = request.cookies.get(USER_COOKIE)
-    if token:
-        await services_of(request).sessions.close(token)
-    response = redirect("/portal/sign-in")
-    response.del_cookie(USER_COOKIE, path="/")
-    raise response
+    raise await common.sign_out(request, USER_COOKIE, "/portal/", "/portal/sign-in")
 
 
 # --- home, factors, password -----------------------------------------------------------------------

@@ -72,3 +72,11 @@ async def test_a_form_body_that_cannot_be_read_is_a_400_page(client: TestClient,
         answer = await client.post(path, data=body, headers={"Content-Type": content_type})
         # Browsers never send such a body: the refusal is the API's JSON error, with its stable code.
         assert (answer.status, (await answer.json())["error"]["code"]) == (400, code), path
+
+
+async def test_a_nul_character_in_a_signed_form_is_a_400_before_any_lookup(client: TestClient, api: Api) -> None:
+    user = await api.user()
+    for portal in ("admin", "portal"):
+        for email, password in ((user["email"] + "\x00", USER_PASSWORD), (user["email"], "pass\x00word")):
+            status, _, text = await attempt(client, portal, email, password)
+            assert status == 400 and '"invalid_encoding"' in text, (portal, status, text[:200])

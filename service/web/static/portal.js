@@ -86,55 +86,47 @@
     ? "The authenticator did not answer, or the request was cancelled. Try again."
     : (error && error.message) || "Something went wrong. Try again.");
 
-  function onWebauthnGet(button) {
+  // A WebAuthn button: disabled while its ceremony runs, then on to the answer's redirect, or the
+  // error said next to it and the button enabled again.
+  function onCeremony(button, ceremony) {
     button.addEventListener("click", async () => {
       const errors = document.getElementById(button.getAttribute("aria-describedby"));
-      const factor = button.dataset.webauthnGet;
       button.disabled = true;
       try {
-        const started = await post(button.dataset.options, { factor: factor });
-        const credential = await navigator.credentials.get({ publicKey: requestOptions(started.options) });
-        const done = await post(button.dataset.complete, { factor: factor, credential: assertionJSON(credential) });
+        const done = await ceremony();
         window.location.assign(done.redirect);
       } catch (error) {
         showError(errors, ceremonyFailed(error));
         button.disabled = false;
       }
+    });
+  }
+
+  function onWebauthnGet(button) {
+    const factor = button.dataset.webauthnGet;
+    onCeremony(button, async () => {
+      const started = await post(button.dataset.options, { factor: factor });
+      const credential = await navigator.credentials.get({ publicKey: requestOptions(started.options) });
+      return post(button.dataset.complete, { factor: factor, credential: assertionJSON(credential) });
     });
   }
 
   function onWebauthnCreate(button) {
-    button.addEventListener("click", async () => {
-      const errors = document.getElementById(button.getAttribute("aria-describedby"));
+    onCeremony(button, async () => {
       const nameField = document.getElementById("authenticator-name");
-      button.disabled = true;
-      try {
-        const started = await post(button.dataset.options, { type: button.dataset.webauthnCreate });
-        const credential = await navigator.credentials.create({ publicKey: creationOptions(started.options) });
-        const done = await post(button.dataset.complete, {
-          credential: attestationJSON(credential), name: nameField ? nameField.value : "",
-        });
-        window.location.assign(done.redirect);
-      } catch (error) {
-        showError(errors, ceremonyFailed(error));
-        button.disabled = false;
-      }
+      const started = await post(button.dataset.options, { type: button.dataset.webauthnCreate });
+      const credential = await navigator.credentials.create({ publicKey: creationOptions(started.options) });
+      return post(button.dataset.complete, {
+        credential: attestationJSON(credential), name: nameField ? nameField.value : "",
+      });
     });
   }
 
   function onGo(button) {
-    button.addEventListener("click", async () => {
-      const errors = document.getElementById(button.getAttribute("aria-describedby"));
-      button.disabled = true;
-      try {
-        const started = await post(button.dataset.goOptions, {});
-        const credential = await navigator.credentials.get({ publicKey: requestOptions(started.options) });
-        const done = await post(button.dataset.goComplete, { credential: assertionJSON(credential) });
-        window.location.assign(done.redirect);
-      } catch (error) {
-        showError(errors, ceremonyFailed(error));
-        button.disabled = false;
-      }
+    onCeremony(button, async () => {
+      const started = await post(button.dataset.goOptions, {});
+      const credential = await navigator.credentials.get({ publicKey: requestOptions(started.options) });
+      return post(button.dataset.goComplete, { credential: assertionJSON(credential) });
     });
   }
 
