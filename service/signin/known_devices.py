@@ -25,7 +25,7 @@ from service.adapters.crypto import constant_time_equal, derive_key
 from service.signin.lookup import Who
 
 COOKIE_PREFIX = "adminlink_device_"
-COOKIE_PATH = "/auth/"  # sent only to the sign-in endpoints
+COOKIE_PATH = "/"  # the sign-in API (/auth/) and the portals' sign-in pages (/portal/, /admin/)
 MAX_COOKIES = 20  # a request's device cookies looked at, at most: anything beyond is noise
 CLOCK_SKEW_SECONDS = 300
 

@@ -275,7 +275,7 @@ async def change_password(request: web.Request, console: Console) -> web.StreamR
             console, "Change your password", error=sentence(error), error_code=error.code,
             user_portal_hint=error.code == "use_user_portal"), page_status(error))
     response = redirect("/admin/?done=password")
-    set_session_cookie(request, response, result.session.portal, result.token)
+    set_session_cookie(request, response, result)
     raise response
 
 

@@ -24,7 +24,9 @@ from service.api.context import services_of
 from service.api.errors import ApiError, status_for
 from service.api.inputs import unstorable_text
 from service.domain.errors import DomainError
+from service.signin import known_devices
 from service.signin.errors import RateLimited, Unavailable
+from service.signin.flows import SignedIn
 
 CSRF_COOKIE = "adminlink_csrf"
 CSRF_FIELD = "csrf"
@@ -178,8 +180,14 @@ async def sign_out(request: web.Request, cookie: str, home: str, sign_in: str) -
     return response
 
 
-def set_session_cookie(request: web.Request, response: web.StreamResponse, portal: str, token: str) -> None:
-    set_cookie(request, response, PORTAL_COOKIES[portal], token)
+def set_session_cookie(request: web.Request, response: web.StreamResponse, signed_in: SignedIn) -> None:
+    """The portal's session cookie; after a sign-in with MFA also the known-device cookie, as the
+    sign-in API sets it, so that this browser counts as familiar to smart lockout next time."""
+    set_cookie(request, response, PORTAL_COOKIES[signed_in.session.portal], signed_in.token)
+    if signed_in.device_cookie is not None:
+        name, value = signed_in.device_cookie
+        set_cookie(request, response, name, value, path=known_devices.COOKIE_PATH,
+                   max_age=services_of(request).settings.known_device_days * 86400)
 
 
 # --- refusals in words a person understands ------------------------------------------------------

@@ -23,7 +23,7 @@ def signed_in(request: web.Request, result: SignedIn | Pending) -> web.HTTPSeeOt
     if not isinstance(result, SignedIn) or result.client != "web":
         return None
     response = redirect(HOME[result.session.portal])
-    set_session_cookie(request, response, result.session.portal, result.token)
+    set_session_cookie(request, response, result)
     return response
 
 

@@ -163,7 +163,7 @@ async def sign_in_page(request: web.Request) -> web.StreamResponse:
 
 def signed_in(request: web.Request, result: SignedIn, target: str) -> web.HTTPSeeOther:
     response = redirect(target)
-    set_session_cookie(request, response, result.session.portal, result.token)
+    set_session_cookie(request, response, result)
     return response
 
 
@@ -208,7 +208,7 @@ async def go(request: web.Request) -> web.StreamResponse:
         return json_answer(request, {"error": "Start Go again.", "code": "challenge_expired"}, 401)
     result = await mfa.signin_of(request).go_complete(challenge_id, data["credential"], mfa.client(request))
     response = json_answer(request, {"redirect": "/portal/"})
-    set_session_cookie(request, response, result.session.portal, result.token)
+    set_session_cookie(request, response, result)
     response.del_cookie("adminlink_go_challenge", path="/portal/")
     return response
 

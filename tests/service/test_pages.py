@@ -66,6 +66,9 @@ async def test_the_admin_sign_in_pages_set_cookies_as_the_api_does(client: TestC
     assert (verified.status, verified.headers["Location"]) == (303, "/admin/")
     session = verified.cookies["adminlink_session"]
     assert session["httponly"] and session["samesite"] == "Lax"
+    # A sign-in with MFA makes this browser a known device, for the pages' sign-in too.
+    [device] = [cookie for name, cookie in verified.cookies.items() if name.startswith("adminlink_device_")]
+    assert device["httponly"] and device["samesite"] == "Lax" and device["path"] == "/"
     home = await client.get("/admin/")
     assert home.status == 200 and org.email in await home.text()
     signed_out = await client.post("/admin/sign-out", data={"csrf": token}, allow_redirects=False)

@@ -390,7 +390,7 @@ async def test_cookies_are_secure_unless_configured_off(api: Api, services: Serv
     assert session_cookie.startswith("adminlink_session=") and device_cookie.startswith("adminlink_device_")
     for cookie in (session_cookie, device_cookie):
         assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    assert "Path=/auth/" in device_cookie and "Max-Age=7776000" in device_cookie  # 90 days
+    assert "Path=/;" in device_cookie and "Max-Age=7776000" in device_cookie  # 90 days
 
 
 # --- user portal and step-up ---------------------------------------------------------------------

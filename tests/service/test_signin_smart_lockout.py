@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from service import config
+from service.api.app import create_app
 from service.bootstrap import Services
 from service.signin import known_devices, smart_lockout
 from service.signin.errors import RateLimited, UnfamiliarBlocked
@@ -22,6 +24,7 @@ from service.signin.known_devices import KnownDevices
 from service.signin.smart_lockout import SmartLockout, delay_after
 from tests.conftest import Api, Org
 from tests.fakes.portal import Portal, next_code, previous_code, signin_settings
+from tests.service.test_pages import csrf_of
 from tests.service.test_signin import generic_refusal, linked_admin, unfamiliar_failures, user_row
 from tests.service.test_signin_openapi import documented
 
@@ -87,6 +90,25 @@ async def test_an_attacker_without_the_cookie_cannot_lock_the_user_out(api: Api,
     phone = Portal(client, mobile=True, useragent="the user's new phone")
     assert blocked(*await phone.login(user["email"], organization_id=org.id))
     assert blocked(*await attacker.login(user["email"].upper(), portal="user"))
+
+
+async def test_a_browser_that_signed_in_through_the_pages_is_not_blocked_there(
+        org: Org, client: TestClient, services: Services, aiohttp_client: Any) -> None:
+    token = csrf_of(await (await client.get("/admin/sign-in")).text())
+    await client.post("/admin/sign-in", data={"email": org.email, "password": org.password, "csrf": token})
+    await client.post("/admin/sign-in/totp", data={"code": pyotp.TOTP(org.totp_secret).now(), "csrf": token})
+    attacker = await aiohttp_client(create_app(services))
+    await block_unfamiliar_clients(attacker, org.email)
+
+    async def password_step(browser: TestClient) -> Any:
+        csrf = csrf_of(await (await browser.get("/admin/sign-in")).text())
+        return await browser.post("/admin/sign-in", data={"email": org.email, "password": org.password,
+                                                          "csrf": csrf}, allow_redirects=False)
+
+    blocked_page = await password_step(attacker)
+    assert blocked_page.status == 429
+    known = await password_step(client)  # this browser holds the admin's known-device cookie
+    assert (known.status, known.headers["Location"]) == (303, "/admin/sign-in/verify")
 
 
 async def test_the_block_is_the_same_for_an_email_that_matches_no_account(api: Api, client: TestClient) -> None:
