@@ -99,7 +99,7 @@ class Intake:
         except DATABASE_DOWN:
             log.warning("%d webhook deliveries not recorded: the database is unavailable", len(batch))
             outcomes = {p.key: inbound.Unavailable("the database is unavailable") for p in batch}
-        await self._enqueue(outcomes)
+        await self._wake_drains(batch, outcomes)
         answered: set[str] = set()
         for pending in batch:
             outcome = outcomes[pending.key]
@@ -135,14 +135,16 @@ class Intake:
         async with self.services.engine.begin() as conn:
             return await _record_batch(CoreWrites(conn), batch)
 
-    async def _enqueue(self, outcomes: dict[str, Outcome]) -> None:
-        """The queued jobs to arq, again for a replay (its first enqueue may have failed)."""
-        queued = {key: o[0] for key, o in outcomes.items() if not isinstance(o, Exception) and o[2] == "queued"}
+    async def _wake_drains(self, batch: list[Pending], outcomes: dict[str, Outcome]) -> None:
+        """Wakes the drain job of each integration with queued jobs, again for a replay (its first
+        wake-up may have failed)."""
+        queued = {key for key, o in outcomes.items() if not isinstance(o, Exception) and o[2] == "queued"}
         if not queued:
             return
+        drains = sorted({inbound.drain_job(p.integration) for p in batch if p.key in queued})
         try:
             async with asyncio.timeout(REDIS_ANSWER_TIMEOUT):
-                await self.services.queue.enqueue_many(inbound.APPLY_FUNCTION, list(queued.values()))
+                await self.services.queue.wake(inbound.DRAIN_FUNCTION, drains)
         except Exception as exc:  # Redis down or stuck: the rows are safe, the reconciler enqueues them
             log.warning("%d webhook jobs recorded but not enqueued: %s", len(queued), type(exc).__name__)
             for key in queued:

@@ -4,6 +4,7 @@ only the row's id; the row says whether the work is done, so a redelivered job d
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +20,11 @@ from service.domain.model import now
 # queued -> in_progress -> complete | stale | denied | failed (retried later) | dead (no more tries).
 STATUSES = ("queued", "in_progress", "complete", "stale", "denied", "failed", "dead")
 RUNNABLE = ("queued", "in_progress", "failed")
+
+
+def backoff(tries: int) -> float:
+    """Exponential backoff with full jitter: 1 s, 2 s, 4 s ... capped at 5 minutes."""
+    return random.uniform(0, min(300.0, 2.0 ** (tries - 1)))
 
 
 @dataclass(frozen=True)

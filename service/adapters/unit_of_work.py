@@ -97,40 +97,36 @@ class UnitOfWork:
                 await self.add_job("send_email", {"mail_id": mail_id})
 
     async def _record(self, event: Recorded, at: object) -> None:
+        await self.session.execute(INSERT_RECORD, self.record_row(event, at))
+
+    def record_row(self, event: Recorded, at: object) -> dict[str, Any]:
+        """The Directory Insights row of an event, as ``INSERT_RECORD`` takes it."""
         event_id = new_id()
         body = insights.record_body(event_id, event, self.actor, at)  # type: ignore[arg-type]
-        await self.session.execute(
-            INSERT_RECORD,
-            {
-                "id": event_id,
-                "organization_id": self.actor.organization_id,
-                "event_type": event.event_type,
-                "service": body["service"],
-                "timestamp": at,
-                "success": event.success,
-                "initiated_by_administrator": bool(body["initiated_by"].get("administrator")),
-                "target_resource_type": (body.get("target_resource") or {}).get("type"),
-                "body": body,
-            },
-        )
+        return {
+            "id": event_id,
+            "organization_id": self.actor.organization_id,
+            "event_type": event.event_type,
+            "service": body["service"],
+            "timestamp": at,
+            "success": event.success,
+            "initiated_by_administrator": bool(body["initiated_by"].get("administrator")),
+            "target_resource_type": (body.get("target_resource") or {}).get("type"),
+            "body": body,
+        }
 
     async def add_job(self, function: str, args: dict[str, str], idempotency_key: str | None = None) -> str:
         """A job row in this transaction; arq gets it after commit (or from the reconciler)."""
+        row = self.job_row(function, args, idempotency_key)
+        await self.session.execute(INSERT_JOB, row)
+        self._new_jobs.append((function, row["id"]))
+        return str(row["id"])
+
+    def job_row(self, function: str, args: dict[str, str], idempotency_key: str | None = None) -> dict[str, Any]:
         job_id = new_id()
-        await self.session.execute(
-            INSERT_JOB,
-            {
-                "id": job_id,
-                "organization_id": self.actor.organization_id,
-                "idempotency_key": idempotency_key or job_id,
-                "function": function,
-                "args": args,
-                "status": "queued",
-                "created_at": now(),
-            },
-        )
-        self._new_jobs.append((function, job_id))
-        return job_id
+        return {"id": job_id, "organization_id": self.actor.organization_id,
+                "idempotency_key": idempotency_key or job_id, "function": function, "args": args,
+                "status": "queued", "created_at": now()}
 
     async def _enqueue_committed_jobs(self) -> None:
         jobs, self._new_jobs = self._new_jobs, []
