@@ -123,7 +123,7 @@ INTEGRATION = sa.select(*(orm.integrations.c[name] for name in _JOB_COLUMNS)).wh
 
 
 @functools.cache
-def _users_with_admins() -> sa.Select[Any]:
+def _users_with_admins() -> sa.Select[User, Admin]:
     """Built at first use: the domain classes are mapped at start-up."""
     users, admins = orm.users, orm.admins
     return (
