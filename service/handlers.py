@@ -12,15 +12,13 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import pyotp
 from cryptography.hazmat.primitives import serialization
 
 from service import policy
 from service.adapters.crypto import hash_password, new_api_key
-from service.adapters.repository import enrolled_factors
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain import commands as c
 from service.domain.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
 from service.domain.events import Change, MailRequested, Recorded, Resource, SessionsEnded
@@ -37,6 +35,7 @@ from service.domain.model import (
     require_acknowledgement,
 )
 from service.policy import Action
+from service.unit_of_work import UnitOfWork
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 12
@@ -238,7 +237,7 @@ async def _delete_user(uow: UnitOfWork, user: User) -> None:
             uow, admin, "delete the user", Recorded("user_delete", user_resource(user), success=False)
         )
         await uow.admins.delete(admin)
-        await uow.session.flush()
+        await uow.flush()
         uow.collect(
             Recorded("admin_delete", admin_resource(admin)),
             SessionsEnded("admin", admin.id),
@@ -264,7 +263,7 @@ async def bulk_delete_users(cmd: c.BulkDeleteUsers, uow: UnitOfWork) -> int:
         raise NotFound("user_not_found", "some of these users do not exist; nothing was deleted")
     for user in users:
         await _delete_user(uow, user)
-        await uow.session.flush()
+        await uow.flush()
     await uow.commit()
     return len(users)
 
@@ -342,7 +341,7 @@ async def change_password_authority(cmd: c.ChangePasswordAuthority, uow: UnitOfW
 
 async def require_totp(cmd: c.RequireTotp, uow: UnitOfWork) -> User:
     user, _ = await load_authorized_user(uow, cmd.user_id, Action.TOTP_ENROLL_RESET, "user_update")
-    if await uow.totp.first(user.organization_id, user_id=user.id):
+    if await uow.totp.exists(user.organization_id, user.id):
         raise Conflict("totp_already_enrolled", "the user already has TOTP; reset it to have it enrolled anew")
     _require_mfa(uow, user)
     await uow.commit()
@@ -351,7 +350,7 @@ async def require_totp(cmd: c.RequireTotp, uow: UnitOfWork) -> User:
 
 async def reset_totp(cmd: c.ResetTotp, uow: UnitOfWork) -> User:
     user, _ = await load_authorized_user(uow, cmd.user_id, Action.TOTP_ENROLL_RESET, "user_update")
-    if not await uow.totp.delete(user.organization_id, user_id=user.id):
+    if not await uow.totp.delete_of_user(user.organization_id, user.id):
         raise NotFound("totp_not_enrolled", "the user has no TOTP to reset")
     uow.collect(Recorded("user_update", user_resource(user), (Change("totp", None, None),)))
     if cmd.require:
@@ -378,27 +377,30 @@ async def set_mfa_required(cmd: c.SetMfaRequired, uow: UnitOfWork) -> User:
     return user
 
 
-async def _delete_credential(uow: UnitOfWork, user_id: str, action: Action, table_attr: str, row_id: str,
+class _UserCredentials(Protocol):
+    async def delete(self, org_id: str, user_id: str, row_id: str) -> bool: ...
+
+
+async def _delete_credential(uow: UnitOfWork, user_id: str, action: Action, rows: _UserCredentials, row_id: str,
                              field: str) -> None:
     user, _ = await load_authorized_user(uow, user_id, action, "user_update")
-    rows = getattr(uow, table_attr)
-    if not await rows.delete(user.organization_id, id=row_id, user_id=user.id):
+    if not await rows.delete(user.organization_id, user.id, row_id):
         raise NotFound(f"{field}_not_found", f"the user has no such {field.replace('_', ' ')}")
     uow.collect(Recorded("user_update", user_resource(user), (Change(field, row_id, None),)))
     await uow.commit()
 
 
 async def delete_webauthn_credential(cmd: c.DeleteWebauthnCredential, uow: UnitOfWork) -> None:
-    await _delete_credential(uow, cmd.user_id, Action.WEBAUTHN_CHANGE, "webauthn", cmd.credential_id,
+    await _delete_credential(uow, cmd.user_id, Action.WEBAUTHN_CHANGE, uow.webauthn, cmd.credential_id,
                              "webauthn_credential")
 
 
 async def delete_push_device(cmd: c.DeletePushDevice, uow: UnitOfWork) -> None:
-    await _delete_credential(uow, cmd.user_id, Action.PUSH_CHANGE, "push_devices", cmd.device_id, "push_device")
+    await _delete_credential(uow, cmd.user_id, Action.PUSH_CHANGE, uow.push_devices, cmd.device_id, "push_device")
 
 
 async def delete_ssh_key(cmd: c.DeleteSshKey, uow: UnitOfWork) -> None:
-    await _delete_credential(uow, cmd.user_id, Action.SSH_KEY_CHANGE, "ssh_keys", cmd.key_id, "ssh_key")
+    await _delete_credential(uow, cmd.user_id, Action.SSH_KEY_CHANGE, uow.ssh_keys, cmd.key_id, "ssh_key")
 
 
 async def add_ssh_key(cmd: c.AddSshKey, uow: UnitOfWork) -> dict[str, Any]:
@@ -411,10 +413,7 @@ async def add_ssh_key(cmd: c.AddSshKey, uow: UnitOfWork) -> dict[str, Any]:
     digest = hashlib.sha256(base64.b64decode(raw.split()[1])).digest()
     fingerprint = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
     name = cmd.name.strip() or fingerprint
-    key_id = await uow.ssh_keys.insert(
-        organization_id=user.organization_id, user_id=user.id, name=name,
-        public_key=cmd.public_key.strip(), fingerprint=fingerprint,
-    )
+    key_id = await uow.ssh_keys.add(user.organization_id, user.id, name, cmd.public_key.strip(), fingerprint)
     uow.collect(Recorded("user_update", user_resource(user), (Change("ssh_key", None, fingerprint),)))
     await uow.commit()
     return {"id": key_id, "name": name, "fingerprint": fingerprint}
@@ -459,7 +458,7 @@ async def create_admin_from_user(cmd: c.CreateAdminFromUser, uow: UnitOfWork) ->
         raise Conflict(
             "admin_email_exists", "an admin with this email exists; link it to the user with link-user instead"
         )
-    admin = Admin.from_user(user, cmd.role, cmd.api_access, await enrolled_factors(uow.session, org_id, user.id))
+    admin = Admin.from_user(user, cmd.role, cmd.api_access, await uow.factors.enrolled(org_id, user.id))
     uow.admins.add(admin)
     uow.collect(
         Recorded("user_update", user_resource(user), (Change("admin", None, admin.role.value),)),
@@ -482,7 +481,7 @@ async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
     holder = await uow.admins.by_linked_user(org_id, user.id)
     if holder is not None and holder is not admin:
         raise Conflict("user_already_admin", "this user already holds an admin role")
-    changes = admin.link_to(user, await enrolled_factors(uow.session, org_id, user.id))
+    changes = admin.link_to(user, await uow.factors.enrolled(org_id, user.id))
     if cmd.role is not None and cmd.role != admin.role:
         denial = Recorded("admin_update", admin_resource(admin), success=False)
         authorize(uow, Action.MANAGE_ADMINS, True, denial)
@@ -504,7 +503,7 @@ async def remove_admin_access(cmd: c.RemoveAdminAccess, uow: UnitOfWork) -> None
     require_acknowledgement(cmd.acknowledge)
     await guard_last_billing_admin(uow, admin, "remove admin access of", denial)
     user = await uow.users.get(admin.organization_id, admin.linked_user_id) if admin.linked_user_id else None
-    await uow.api_keys.delete(admin.organization_id, admin_id=admin.id)
+    await uow.api_keys.delete_of_admin(admin.organization_id, admin.id)
     await uow.admins.delete(admin)
     if user is not None:
         uow.collect(
@@ -555,10 +554,7 @@ async def issue_api_key(cmd: c.IssueApiKey, uow: UnitOfWork) -> dict[str, Any]:
         raise Conflict("api_access_disabled", "enable API access for this admin first")
     key, prefix, digest = new_api_key()
     expires_at = now() + timedelta(days=365)
-    key_id = await uow.api_keys.insert(
-        organization_id=admin.organization_id, admin_id=admin.id, prefix=prefix, key_hash=digest,
-        expires_at=expires_at,
-    )
+    key_id = await uow.api_keys.add(admin.organization_id, admin.id, prefix, digest, expires_at)
     uow.collect(Recorded("admin_update", admin_resource(admin), (Change("api_key", None, None),)))
     await uow.commit()
     return {"id": key_id, "key": key, "prefix": prefix, "expires_at": expires_at.isoformat()}
@@ -572,14 +568,14 @@ async def bootstrap_organization(cmd: c.BootstrapOrganization, uow: UnitOfWork) 
         raise InvalidRequest("invalid_name", "the organization needs a name")
     org = Organization(cmd.name.strip(), id=uow.actor.organization_id)
     uow.organizations.add(org)
-    await uow.session.flush()  # the organization row first: everything else refers to it
+    await uow.flush()  # the organization row first: everything else refers to it
     password, secret = secrets.token_urlsafe(18), pyotp.random_base32()
     admin = Admin(org.id, email, Role.BILLING, api_access=True, password_hash=hash_password(password),
                   totp_secret=uow.box.seal(secret), mfa_enrollment=MfaEnrollment.TOTP)
     uow.admins.add(admin)
-    await uow.session.flush()
+    await uow.flush()
     key, prefix, digest = new_api_key()
-    await uow.api_keys.insert(organization_id=org.id, admin_id=admin.id, prefix=prefix, key_hash=digest)
+    await uow.api_keys.add(org.id, admin.id, prefix, digest)
     uow.collect(Recorded("admin_create", admin_resource(admin), (Change("role", None, admin.role.value),)))
     await uow.commit()
     return {"organization_id": org.id, "admin_id": admin.id, "email": email, "api_key": key,

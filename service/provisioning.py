@@ -17,15 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapper
 
 from service import handlers
-from service.adapters import orm
 from service.adapters.crypto import verify_password
-from service.adapters.repository import Groups, ScimProfiles
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
 from service.domain.model import User, UserState, now
 from service.policy import Action
+from service.unit_of_work import UnitOfWork
 
 MAX_GROUP_NAME = 300
 MAX_EXTERNAL_ID = 300
@@ -50,7 +48,7 @@ class _OneTransaction:
         return getattr(self._uow, name)
 
     async def commit(self) -> None:
-        await self._uow.session.flush()
+        await self._uow.flush()
 
 
 def in_one_transaction(uow: UnitOfWork) -> UnitOfWork:
@@ -105,10 +103,7 @@ def _touch_user(mapper: Any, connection: Any, target: Any) -> None:
 async def _lock_user(uow: UnitOfWork, user_id: str) -> None:
     """Takes the user's row lock (the write lock on SQLite) before reading it, so the version
     check and the change cannot interleave with another writer."""
-    users = orm.users
-    await uow.session.execute(sa.update(users).where(
-        users.c.organization_id == uow.actor.organization_id, users.c.id == user_id,
-    ).values(id=users.c.id))
+    await uow.users.lock(uow.actor.organization_id, user_id)
 
 
 async def load_visible_user(uow: UnitOfWork, user_id: str) -> User:
@@ -121,8 +116,8 @@ async def load_visible_user(uow: UnitOfWork, user_id: str) -> User:
 
 async def current_user_version(uow: UnitOfWork, user: User) -> str:
     org_id = uow.actor.organization_id
-    profile = await ScimProfiles(uow.session).get(org_id, user.id)
-    groups = (await Groups(uow.session).of_users(org_id, [user.id]))[user.id]
+    profile = await uow.scim_profiles.get(org_id, user.id)
+    groups = (await uow.groups.of_users(org_id, [user.id]))[user.id]
     return user_version(user, profile, groups)
 
 
@@ -135,7 +130,7 @@ async def _apply_scim_fields(uow: UnitOfWork, user: User, wanted: c.ProvisionedP
                              creating: bool = False) -> None:
     """externalId and the attributes kept for the provider: an "other user operation" (at creation,
     part of the creation, which is authorized and recorded as such)."""
-    profiles = ScimProfiles(uow.session)
+    profiles = uow.scim_profiles
     current = await profiles.get(user.organization_id, user.id)
     before = {"external_id": user.external_id, "display_name": getattr(current, "display_name", None),
               "email_type": getattr(current, "email_type", None), **(getattr(current, "attributes", None) or {})}
@@ -235,13 +230,13 @@ def _group_name(display_name: str) -> str:
 
 
 async def _ensure_group_name_free(uow: UnitOfWork, name: str, group_id: str | None) -> None:
-    holder = await Groups(uow.session).named(uow.actor.organization_id, name)
+    holder = await uow.groups.named(uow.actor.organization_id, name)
     if holder is not None and holder.id != group_id:
         raise Conflict("group_name_taken", "another group has this displayName")
 
 
 async def _ensure_members_exist(uow: UnitOfWork, member_ids: list[str]) -> None:
-    found = await Groups(uow.session).existing_users(uow.actor.organization_id, member_ids)
+    found = await uow.groups.existing_users(uow.actor.organization_id, member_ids)
     missing = [m for m in member_ids if m not in found]
     if missing:
         raise InvalidRequest("member_not_found", f"no such user: {missing[0]}")
@@ -254,7 +249,7 @@ async def provision_group(cmd: c.ProvisionGroup, uow: UnitOfWork) -> str:
     await _ensure_group_name_free(uow, name, None)
     members = list(dict.fromkeys(cmd.member_ids))
     await _ensure_members_exist(uow, members)
-    groups = Groups(uow.session)
+    groups = uow.groups
     group_id = await groups.insert(org_id, name, cmd.external_id)
     await groups.add_members(org_id, group_id, members)
     changes = [Change("display_name", None, name), Change("members", None, members)]
@@ -266,14 +261,14 @@ async def provision_group(cmd: c.ProvisionGroup, uow: UnitOfWork) -> str:
 
 
 async def _load_group(uow: UnitOfWork, group_id: str) -> Any:
-    row = await Groups(uow.session).get(uow.actor.organization_id, group_id)
+    row = await uow.groups.get(uow.actor.organization_id, group_id)
     if row is None:
         raise NotFound("group_not_found", "no such group")
     return row
 
 
 async def replace_group(cmd: c.ReplaceProvisionedGroup, uow: UnitOfWork) -> str:
-    org_id, groups = uow.actor.organization_id, Groups(uow.session)
+    org_id, groups = uow.actor.organization_id, uow.groups
     await groups.lock(org_id, cmd.group_id)
     group = await _load_group(uow, cmd.group_id)
     current = await groups.member_ids(org_id, group.id)
@@ -303,7 +298,7 @@ async def replace_group(cmd: c.ReplaceProvisionedGroup, uow: UnitOfWork) -> str:
 
 
 async def delete_group(cmd: c.DeleteProvisionedGroup, uow: UnitOfWork) -> None:
-    org_id, groups = uow.actor.organization_id, Groups(uow.session)
+    org_id, groups = uow.actor.organization_id, uow.groups
     await groups.lock(org_id, cmd.group_id)
     group = await _load_group(uow, cmd.group_id)
     _check_version(cmd.expected_version, group_version(group, await groups.member_ids(org_id, group.id)))

@@ -190,7 +190,7 @@ async def list_ssh_keys(request: web.Request) -> web.Response:
     policy.authorize(Action.READ_USERS, actor.role)
     async with services_of(request).uow(actor) as uow:
         user = await handlers.load_user(uow, _uid(request))
-        rows = await uow.ssh_keys.find(actor.organization_id, user_id=user.id)
+        rows = await uow.ssh_keys.of_user(actor.organization_id, user.id)
     return web.json_response({"results": [
         {"id": r.id, "name": r.name, "fingerprint": r.fingerprint, "public_key": r.public_key,
          "created": views.iso(r.created_at)} for r in rows
