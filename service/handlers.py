@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyotp
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +36,9 @@ from service.domain.model import (
 )
 from service.policy import Action
 from service.unit_of_work import UnitOfWork
+
+C = TypeVar("C", bound=c.Command)
+T = TypeVar("T")
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MIN_PASSWORD_LENGTH = 12
@@ -173,10 +176,20 @@ def role_notice(template: str, user: User, admin: Admin) -> MailRequested:
     return MailRequested(user.email, template, {"name": name, "email": user.email, "role": admin.role.value})
 
 
+def committing(step: Callable[[C, UnitOfWork], Awaitable[T]]) -> Callable[[C, UnitOfWork], Awaitable[T]]:
+    """The handler of a commit-free step: the step, then commit. Provisioning runs several steps
+    in one transaction and commits once."""
+    async def handler(cmd: C, uow: UnitOfWork) -> T:
+        result = await step(cmd, uow)
+        await uow.commit()
+        return result
+    return handler
+
+
 # --- users -----------------------------------------------------------------------------------
 
 
-async def create_user(cmd: c.CreateUser, uow: UnitOfWork) -> User:
+async def create_user_step(cmd: c.CreateUser, uow: UnitOfWork) -> User:
     org_id = uow.actor.organization_id
     email = validate_email(cmd.email)
     username = cmd.username.strip()
@@ -197,11 +210,13 @@ async def create_user(cmd: c.CreateUser, uow: UnitOfWork) -> User:
     if cmd.external_id is not None:
         created.append(Change("external_id", None, cmd.external_id))
     uow.collect(Recorded("user_create", user_resource(user), tuple(created)))
-    await uow.commit()
     return user
 
 
-async def update_user(cmd: c.UpdateUser, uow: UnitOfWork) -> User:
+create_user = committing(create_user_step)
+
+
+async def update_user_step(cmd: c.UpdateUser, uow: UnitOfWork) -> User:
     user, admin = await load_authorized_user(uow, cmd.user_id, Action.UPDATE_USER, "user_update")
     changes: list[Change] = []
     for name in ("firstname", "lastname"):
@@ -226,11 +241,13 @@ async def update_user(cmd: c.UpdateUser, uow: UnitOfWork) -> User:
             uow.collect(Recorded("admin_update", admin_resource(admin), (changes[-1],)))
     if changes:
         uow.collect(Recorded("user_update", user_resource(user), tuple(changes)))
-    await uow.commit()
     return user
 
 
-async def _delete_user(uow: UnitOfWork, user: User) -> None:
+update_user = committing(update_user_step)
+
+
+async def delete_loaded_user(uow: UnitOfWork, user: User) -> None:
     admin = await authorize_on_user(uow, Action.DELETE_USER, user, "user_delete")
     if admin is not None:
         await guard_last_billing_admin(
@@ -248,7 +265,7 @@ async def _delete_user(uow: UnitOfWork, user: User) -> None:
 
 
 async def delete_user(cmd: c.DeleteUser, uow: UnitOfWork) -> None:
-    await _delete_user(uow, await load_user(uow, cmd.user_id))
+    await delete_loaded_user(uow, await load_user(uow, cmd.user_id))
     await uow.commit()
 
 
@@ -262,13 +279,13 @@ async def bulk_delete_users(cmd: c.BulkDeleteUsers, uow: UnitOfWork) -> int:
     if len(users) != len(ids):
         raise NotFound("user_not_found", "some of these users do not exist; nothing was deleted")
     for user in users:
-        await _delete_user(uow, user)
+        await delete_loaded_user(uow, user)
         await uow.flush()
     await uow.commit()
     return len(users)
 
 
-async def suspend_user(cmd: c.SuspendUser, uow: UnitOfWork) -> User:
+async def suspend_user_step(cmd: c.SuspendUser, uow: UnitOfWork) -> User:
     user, admin = await load_authorized_user(uow, cmd.user_id, Action.SUSPEND_USER, "user_suspended")
     if user.state == UserState.SUSPENDED:
         return user
@@ -284,11 +301,13 @@ async def suspend_user(cmd: c.SuspendUser, uow: UnitOfWork) -> User:
         Recorded("user_suspended", user_resource(user), (Change("state", previous.value, user.state.value),)),
         SessionsEnded("user", user.id),
     )
-    await uow.commit()
     return user
 
 
-async def activate_user(cmd: c.ActivateUser, uow: UnitOfWork) -> User:
+suspend_user = committing(suspend_user_step)
+
+
+async def activate_user_step(cmd: c.ActivateUser, uow: UnitOfWork) -> User:
     user, admin = await load_user_and_admin(uow, cmd.user_id)
     event_type = "user_unsuspended" if user.state == UserState.SUSPENDED else "user_update"
     authorize_on(uow, Action.ACTIVATE_USER, user, admin, event_type)
@@ -297,8 +316,10 @@ async def activate_user(cmd: c.ActivateUser, uow: UnitOfWork) -> User:
     previous = user.state
     user.activate()
     uow.collect(Recorded(event_type, user_resource(user), (Change("state", previous.value, user.state.value),)))
-    await uow.commit()
     return user
+
+
+activate_user = committing(activate_user_step)
 
 
 async def unlock_user(cmd: c.UnlockUser, uow: UnitOfWork) -> User:
@@ -319,14 +340,16 @@ async def force_password_reset(cmd: c.ForcePasswordReset, uow: UnitOfWork) -> Us
     return user
 
 
-async def set_password(cmd: c.SetPassword, uow: UnitOfWork) -> User:
+async def set_password_step(cmd: c.SetPassword, uow: UnitOfWork) -> User:
     user, _ = await load_authorized_user(uow, cmd.user_id, Action.SET_PASSWORD, "user_update")
     ensure_not_own_password(uow, user)
     user.password_hash = hash_password(validate_password(cmd.password, user.email))
     user.password_expires_at = None
     uow.collect(Recorded("user_update", user_resource(user), (Change("password", None, None),)))
-    await uow.commit()
     return user
+
+
+set_password = committing(set_password_step)
 
 
 async def change_password_authority(cmd: c.ChangePasswordAuthority, uow: UnitOfWork) -> User:

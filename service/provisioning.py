@@ -1,17 +1,18 @@
 """SCIM provisioning: what a SCIM provider asks for, each in ONE transaction.
 
 A provider's request often means several changes at once (a PUT renames, suspends and sets a
-password). Each change runs through the existing handler for it, so permission checks, session
-ending, emails and Directory Insights records are those of the management API; they share one
-transaction, so a refusal of any part (a permission denial, the last Administrator with Billing)
-rolls the whole request back, as RFC 7644 §3.5.2 requires of a PATCH.
+password). Each change runs through the commit-free step of its management-API handler
+(``handlers.<name>_step``), so permission checks, session ending, emails and Directory Insights
+records are those of the management API; they share one transaction, committed once, so a
+refusal of any part (a permission denial, the last Administrator with Billing) rolls the whole
+request back, as RFC 7644 §3.5.2 requires of a PATCH.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapper
@@ -35,24 +36,6 @@ class VersionMismatch(Conflict):
 
     def __init__(self) -> None:
         super().__init__("version_mismatch", "the resource changed since the version given")
-
-
-class _OneTransaction:
-    """The caller's unit of work, handed to existing handlers: their commit only flushes, so
-    their changes, records and jobs are committed once, together, by the caller."""
-
-    def __init__(self, uow: UnitOfWork) -> None:
-        self._uow = uow
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._uow, name)
-
-    async def commit(self) -> None:
-        await self._uow.flush()
-
-
-def in_one_transaction(uow: UnitOfWork) -> UnitOfWork:
-    return cast(UnitOfWork, _OneTransaction(uow))
 
 
 # --- versions (ETags) ------------------------------------------------------------------------
@@ -151,19 +134,19 @@ async def _apply_scim_fields(uow: UnitOfWork, user: User, wanted: c.ProvisionedP
 
 async def _apply(uow: UnitOfWork, user: User, wanted: c.ProvisionedProfile, password: str | None) -> None:
     """Brings the user to the wanted state, each difference through its own handler."""
-    steps, actor = in_one_transaction(uow), uow.actor
+    actor = uow.actor
     if wanted.active and user.state != UserState.ACTIVATED:
-        await handlers.activate_user(c.ActivateUser(actor, user.id), steps)
+        await handlers.activate_user_step(c.ActivateUser(actor, user.id), uow)
     fields = {"username": wanted.username, "email": wanted.email, "firstname": wanted.firstname,
               "lastname": wanted.lastname}
     changed = {name: value for name, value in fields.items() if value.strip() != getattr(user, name)}
     if changed:
-        await handlers.update_user(c.UpdateUser(actor, user.id, changed), steps)
+        await handlers.update_user_step(c.UpdateUser(actor, user.id, changed), uow)
     await _apply_scim_fields(uow, user, wanted)
     if password is not None and not verify_password(user.password_hash, password):
-        await handlers.set_password(c.SetPassword(actor, user.id, password), steps)
+        await handlers.set_password_step(c.SetPassword(actor, user.id, password), uow)
     if not wanted.active and user.state == UserState.ACTIVATED:
-        await handlers.suspend_user(c.SuspendUser(actor, user.id), steps)
+        await handlers.suspend_user_step(c.SuspendUser(actor, user.id), uow)
 
 
 async def provision_user(cmd: c.ProvisionUser, uow: UnitOfWork) -> User:
@@ -174,7 +157,7 @@ async def provision_user(cmd: c.ProvisionUser, uow: UnitOfWork) -> User:
     state = UserState.ACTIVATED if wanted.active else UserState.SUSPENDED
     create = c.CreateUser(uow.actor, wanted.email, wanted.username, wanted.firstname, wanted.lastname,
                           password=cmd.password, state=state, external_id=wanted.external_id)
-    user: User = await handlers.create_user(create, in_one_transaction(uow))
+    user = await handlers.create_user_step(create, uow)
     await _apply_scim_fields(uow, user, wanted, creating=True)
     await uow.commit()
     return user
@@ -205,11 +188,10 @@ async def deprovision_user(cmd: c.DeprovisionUser, uow: UnitOfWork) -> None:
     await _lock_user(uow, cmd.user_id)
     user = await load_visible_user(uow, cmd.user_id)
     _check_version(cmd.expected_version, await current_user_version(uow, user))
-    steps = in_one_transaction(uow)
     if cmd.mode == "delete":
-        await handlers.delete_user(c.DeleteUser(uow.actor, user.id), steps)
+        await handlers.delete_loaded_user(uow, user)
     else:
-        await handlers.suspend_user(c.SuspendUser(uow.actor, user.id), steps)
+        await handlers.suspend_user_step(c.SuspendUser(uow.actor, user.id), uow)
         user.scim_deleted_at = now()
         uow.collect(Recorded("user_update", handlers.user_resource(user), (Change("scim_deleted", False, True),)))
     await uow.commit()
