@@ -293,13 +293,12 @@ async def suspend_user_step(cmd: c.SuspendUser, uow: UnitOfWork) -> User:
         await guard_last_billing_admin(
             uow, admin, "suspend", Recorded("user_suspended", user_resource(user), success=False)
         )
-        admin.end_sessions()
-        uow.collect(SessionsEnded("admin", admin.id))
+        uow.collect(admin.end_sessions())
     previous = user.state
-    user.suspend()
+    ended = user.suspend()
     uow.collect(
         Recorded("user_suspended", user_resource(user), (Change("state", previous.value, user.state.value),)),
-        SessionsEnded("user", user.id),
+        ended,
     )
     return user
 
@@ -463,7 +462,7 @@ async def create_admin(cmd: c.CreateAdmin, uow: UnitOfWork) -> tuple[Admin, str]
     return admin, secret
 
 
-async def create_admin_from_user(cmd: c.CreateAdminFromUser, uow: UnitOfWork) -> Admin:
+async def create_admin_from_user_step(cmd: c.CreateAdminFromUser, uow: UnitOfWork) -> Admin:
     org_id = uow.actor.organization_id
     if cmd.user_id:
         user = await load_user(uow, cmd.user_id)
@@ -489,11 +488,13 @@ async def create_admin_from_user(cmd: c.CreateAdminFromUser, uow: UnitOfWork) ->
                                                          Change("role", None, admin.role.value))),
         role_notice("admin_role_assigned", user, admin),
     )
-    await uow.commit()
     return admin
 
 
-async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
+create_admin_from_user = committing(create_admin_from_user_step)
+
+
+async def link_admin_to_user_step(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
     org_id = uow.actor.organization_id
     admin = await load_admin(uow, cmd.admin_id)
     authorize(uow, Action.ASSIGN_ADMIN_ROLE, True, Recorded("admin_update", admin_resource(admin), success=False))
@@ -515,8 +516,30 @@ async def link_admin_to_user(cmd: c.LinkAdminToUser, uow: UnitOfWork) -> Admin:
         SessionsEnded("admin", admin.id),
         role_notice("admin_linked_to_user", user, admin),
     )
-    await uow.commit()
     return admin
+
+
+link_admin_to_user = committing(link_admin_to_user_step)
+
+
+async def assign_admin_role_step(cmd: c.AssignAdminRole, uow: UnitOfWork) -> Admin | None:
+    """The user holds ``cmd.role`` afterwards, whichever of the seed's ways gets it there, decided
+    on what this transaction reads: a role already held changes, an unlinked admin with the
+    user's email is linked to it, or an admin is created from the user. None: it held the role."""
+    user, admin = await load_user_and_admin(uow, cmd.user_id)
+    if admin is not None:
+        if admin.role == cmd.role:
+            return None
+        return await update_admin_step(c.UpdateAdmin(cmd.actor, admin.id, role=cmd.role), uow)
+    same_email = await uow.admins.by_email(uow.actor.organization_id, user.email)
+    if same_email is not None and not same_email.is_linked:
+        return await link_admin_to_user_step(
+            c.LinkAdminToUser(cmd.actor, same_email.id, acknowledge=True, role=cmd.role), uow)
+    return await create_admin_from_user_step(
+        c.CreateAdminFromUser(cmd.actor, cmd.role, user_id=user.id, api_access=cmd.api_access), uow)
+
+
+assign_admin_role = committing(assign_admin_role_step)
 
 
 async def remove_admin_access(cmd: c.RemoveAdminAccess, uow: UnitOfWork) -> None:
@@ -537,7 +560,7 @@ async def remove_admin_access(cmd: c.RemoveAdminAccess, uow: UnitOfWork) -> None
     await uow.commit()
 
 
-async def update_admin(cmd: c.UpdateAdmin, uow: UnitOfWork) -> Admin:
+async def update_admin_step(cmd: c.UpdateAdmin, uow: UnitOfWork) -> Admin:
     admin = await load_admin(uow, cmd.admin_id)
     denial = Recorded("admin_update", admin_resource(admin), success=False)
     authorize(uow, Action.MANAGE_ADMINS, True, denial)
@@ -556,8 +579,10 @@ async def update_admin(cmd: c.UpdateAdmin, uow: UnitOfWork) -> Admin:
         changes.append(admin.change_own_email(email))  # a linked admin's email follows its user's
     if changes:
         uow.collect(Recorded("admin_update", admin_resource(admin), tuple(changes)))
-        await uow.commit()
     return admin
+
+
+update_admin = committing(update_admin_step)
 
 
 async def change_admin_role(uow: UnitOfWork, admin: Admin, role: Role, denial: Recorded) -> Change:
@@ -628,6 +653,7 @@ HANDLERS: dict[type[c.Command], Handler] = {
     c.CreateAdmin: create_admin,
     c.CreateAdminFromUser: create_admin_from_user,
     c.LinkAdminToUser: link_admin_to_user,
+    c.AssignAdminRole: assign_admin_role,
     c.RemoveAdminAccess: remove_admin_access,
     c.UpdateAdmin: update_admin,
     c.IssueApiKey: issue_api_key,

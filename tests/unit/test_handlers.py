@@ -352,3 +352,56 @@ async def test_issue_api_key_keeps_only_its_hash() -> None:
     assert row.id == issued["id"] and row.admin_id == admin.id
     assert issued["key"] not in vars(row).values()
     assert records(uow) == [("admin_update", True)]
+
+
+# --- a directory assigns a role: one command, decided in its own transaction ----------------
+
+
+async def test_assign_admin_role_creates_an_admin_from_a_user_without_one() -> None:
+    uow = unit_of_work()
+    user = uow.given_user()
+    admin = await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER, api_access=True),
+                                             uow)
+    assert admin is not None and admin.linked_user_id == user.id and admin.api_access
+    assert records(uow) == [("user_update", True), ("admin_create", True)]
+    assert uow.commits == 1
+
+
+async def test_assign_admin_role_links_the_unlinked_admin_with_the_users_email() -> None:
+    uow = unit_of_work()
+    user = uow.given_user()
+    classic = uow.given_admin(user.email, Role.READ_ONLY)
+    admin = await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow)
+    assert admin is classic and classic.linked_user_id == user.id and classic.role == Role.MANAGER
+    assert ended(uow) == [("admin", classic.id)]
+
+
+async def test_assign_admin_role_changes_the_role_the_user_holds() -> None:
+    uow = unit_of_work()
+    user = uow.given_user()
+    held = uow.given_admin(user.email, Role.READ_ONLY, user=user)
+    assert await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow) is held
+    assert held.role == Role.MANAGER and records(uow) == [("admin_update", True)]
+
+
+async def test_assign_admin_role_already_held_changes_nothing() -> None:
+    uow = unit_of_work(Role.READ_ONLY)  # not even checked: there is nothing to do
+    user = uow.given_user()
+    uow.given_admin(user.email, Role.MANAGER, user=user)
+    assert await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow) is None
+    assert uow.committed == []
+
+
+async def test_assign_admin_role_is_for_administrators_with_billing_only() -> None:
+    uow = unit_of_work(Role.ADMINISTRATOR)
+    user = uow.given_user()
+    with pytest.raises(PermissionDenied) as refusal:
+        await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow)
+    assert denial_of(refusal) == ("admin_create", False)
+
+
+async def test_assign_admin_role_to_an_unknown_user_is_not_found() -> None:
+    uow = unit_of_work()
+    with pytest.raises(NotFound) as refusal:
+        await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, "nobody", Role.MANAGER), uow)
+    assert refusal.value.code == "user_not_found"
