@@ -14,7 +14,7 @@ from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
 from service.domain.model import now
-from service.handlers import Handler, authorize
+from service.handlers.common import Handler, authorize
 from service.policy import Action
 from service.unit_of_work import UnitOfWork
 from service.views import iso

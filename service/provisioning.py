@@ -2,7 +2,7 @@
 
 A provider's request often means several changes at once (a PUT renames, suspends and sets a
 password). Each change runs through the commit-free step of its management-API handler
-(``handlers.<name>_step``), so permission checks, session ending, emails and Directory Insights
+(``service.handlers.users.<name>_step``), so permission checks, session ending, emails and Directory Insights
 records are those of the management API; they share one transaction, committed once, so a
 refusal of any part (a permission denial, the last Administrator with Billing) rolls the whole
 request back, as RFC 7644 §3.5.2 requires of a PATCH.
@@ -17,12 +17,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapper
 
-from service import handlers
 from service.adapters.crypto import verify_password
 from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
 from service.domain.model import User, UserState, now
+from service.handlers import common, users
 from service.policy import Action
 from service.unit_of_work import UnitOfWork
 
@@ -91,7 +91,7 @@ async def _lock_user(uow: UnitOfWork, user_id: str) -> None:
 
 async def load_visible_user(uow: UnitOfWork, user_id: str) -> User:
     """A user a SCIM provider can see: one it deleted in ``suspend`` mode is gone for it."""
-    user = await handlers.load_user(uow, user_id)
+    user = await common.load_user(uow, user_id)
     if user.scim_deleted_at is not None:
         raise NotFound("user_not_found", "no such user")
     return user
@@ -123,30 +123,30 @@ async def _apply_scim_fields(uow: UnitOfWork, user: User, wanted: c.ProvisionedP
     if not changes:
         return
     if not creating:
-        await handlers.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
+        await common.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
     user.external_id = wanted.external_id
     user.updated_at = now()
     await profiles.put(user.organization_id, user.id, display_name=wanted.display_name,
                        email_type=wanted.email_type, attributes=wanted.attributes)
     if not creating:
-        uow.collect(Recorded("user_update", handlers.user_resource(user), tuple(changes)))
+        uow.collect(Recorded("user_update", common.user_resource(user), tuple(changes)))
 
 
 async def _apply(uow: UnitOfWork, user: User, wanted: c.ProvisionedProfile, password: str | None) -> None:
     """Brings the user to the wanted state, each difference through its own handler."""
     actor = uow.actor
     if wanted.active and user.state != UserState.ACTIVATED:
-        await handlers.activate_user_step(c.ActivateUser(actor, user.id), uow)
+        await users.activate_user_step(c.ActivateUser(actor, user.id), uow)
     fields = {"username": wanted.username, "email": wanted.email, "firstname": wanted.firstname,
               "lastname": wanted.lastname}
     changed = {name: value for name, value in fields.items() if value.strip() != getattr(user, name)}
     if changed:
-        await handlers.update_user_step(c.UpdateUser(actor, user.id, changed), uow)
+        await users.update_user_step(c.UpdateUser(actor, user.id, changed), uow)
     await _apply_scim_fields(uow, user, wanted)
     if password is not None and not verify_password(user.password_hash, password):
-        await handlers.set_password_step(c.SetPassword(actor, user.id, password), uow)
+        await users.set_password_step(c.SetPassword(actor, user.id, password), uow)
     if not wanted.active and user.state == UserState.ACTIVATED:
-        await handlers.suspend_user_step(c.SuspendUser(actor, user.id), uow)
+        await users.suspend_user_step(c.SuspendUser(actor, user.id), uow)
 
 
 async def provision_user(cmd: c.ProvisionUser, uow: UnitOfWork) -> User:
@@ -157,7 +157,7 @@ async def provision_user(cmd: c.ProvisionUser, uow: UnitOfWork) -> User:
     state = UserState.ACTIVATED if wanted.active else UserState.SUSPENDED
     create = c.CreateUser(uow.actor, wanted.email, wanted.username, wanted.firstname, wanted.lastname,
                           password=cmd.password, state=state, external_id=wanted.external_id)
-    user = await handlers.create_user_step(create, uow)
+    user = await users.create_user_step(create, uow)
     await _apply_scim_fields(uow, user, wanted, creating=True)
     await uow.commit()
     return user
@@ -167,9 +167,9 @@ async def _revive(uow: UnitOfWork, user: User, wanted: c.ProvisionedProfile, pas
     """A provider creates again a user it deleted in ``suspend`` mode: the same identity comes back
     (its admin role, MFA and history kept), brought to the state the provider sends."""
     await _lock_user(uow, user.id)
-    await handlers.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
+    await common.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
     user.scim_deleted_at = None
-    uow.collect(Recorded("user_update", handlers.user_resource(user), (Change("scim_deleted", True, False),)))
+    uow.collect(Recorded("user_update", common.user_resource(user), (Change("scim_deleted", True, False),)))
     await _apply(uow, user, wanted, password)
     await uow.commit()
     return user
@@ -189,11 +189,11 @@ async def deprovision_user(cmd: c.DeprovisionUser, uow: UnitOfWork) -> None:
     user = await load_visible_user(uow, cmd.user_id)
     _check_version(cmd.expected_version, await current_user_version(uow, user))
     if cmd.mode == "delete":
-        await handlers.delete_loaded_user(uow, user)
+        await users.delete_loaded_user(uow, user)
     else:
-        await handlers.suspend_user_step(c.SuspendUser(uow.actor, user.id), uow)
+        await users.suspend_user_step(c.SuspendUser(uow.actor, user.id), uow)
         user.scim_deleted_at = now()
-        uow.collect(Recorded("user_update", handlers.user_resource(user), (Change("scim_deleted", False, True),)))
+        uow.collect(Recorded("user_update", common.user_resource(user), (Change("scim_deleted", False, True),)))
     await uow.commit()
 
 
@@ -226,7 +226,7 @@ async def _ensure_members_exist(uow: UnitOfWork, member_ids: list[str]) -> None:
 
 async def provision_group(cmd: c.ProvisionGroup, uow: UnitOfWork) -> str:
     name, org_id = _group_name(cmd.display_name), uow.actor.organization_id
-    handlers.authorize(uow, Action.MANAGE_GROUPS, False,
+    common.authorize(uow, Action.MANAGE_GROUPS, False,
                        Recorded("group_create", _group_resource("", name), success=False))
     await _ensure_group_name_free(uow, name, None)
     members = list(dict.fromkeys(cmd.member_ids))
@@ -256,7 +256,7 @@ async def replace_group(cmd: c.ReplaceProvisionedGroup, uow: UnitOfWork) -> str:
     current = await groups.member_ids(org_id, group.id)
     _check_version(cmd.expected_version, group_version(group, current))
     name = _group_name(cmd.display_name)
-    handlers.authorize(uow, Action.MANAGE_GROUPS, False,
+    common.authorize(uow, Action.MANAGE_GROUPS, False,
                        Recorded("group_update", _group_resource(group.id, group.display_name), success=False))
     wanted = list(dict.fromkeys(cmd.member_ids))
     added = [m for m in wanted if m not in set(current)]
@@ -284,14 +284,14 @@ async def delete_group(cmd: c.DeleteProvisionedGroup, uow: UnitOfWork) -> None:
     await groups.lock(org_id, cmd.group_id)
     group = await _load_group(uow, cmd.group_id)
     _check_version(cmd.expected_version, group_version(group, await groups.member_ids(org_id, group.id)))
-    handlers.authorize(uow, Action.MANAGE_GROUPS, False,
+    common.authorize(uow, Action.MANAGE_GROUPS, False,
                        Recorded("group_delete", _group_resource(group.id, group.display_name), success=False))
     await groups.delete(org_id, group.id)
     uow.collect(Recorded("group_delete", _group_resource(group.id, group.display_name)))
     await uow.commit()
 
 
-HANDLERS: dict[type[c.Command], handlers.Handler] = {
+HANDLERS: dict[type[c.Command], common.Handler] = {
     c.ProvisionUser: provision_user,
     c.ReplaceProvisionedUser: replace_user,
     c.DeprovisionUser: deprovision_user,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from service.domain.errors import Conflict
 from service.domain.events import Recorded
 from service.domain.model import User
-from service.handlers import guard_last_billing_admin, user_resource
+from service.handlers.common import guard_last_billing_admin, user_resource
 from service.signin import records
 from service.unit_of_work import UnitOfWork
 

@@ -15,7 +15,7 @@ from service.adapters.sessions import Session
 from service.domain.errors import Conflict, InvalidRequest
 from service.domain.events import Change, Recorded
 from service.domain.model import Admin, PasswordAuthority, User
-from service.handlers import validate_password
+from service.handlers.common import validate_password
 from service.signin import lockout, records
 from service.signin.errors import invalid_credentials
 from service.signin.flows import SignedIn, Signin

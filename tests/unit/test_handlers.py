@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from service import handlers
 from service.domain import commands as c
 from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, PermissionDenied
 from service.domain.events import Change, MailRequested, Recorded, SessionsEnded
 from service.domain.model import MfaEnrollment, Role, UserState
+from service.handlers import admins, keys, mfa, users
 from tests.fakes.unit_of_work import FakeUnitOfWork
 
 ORG = "org-1"
@@ -45,7 +45,7 @@ def denial_of(refusal: pytest.ExceptionInfo[DomainError]) -> tuple[str, bool]:
 async def test_create_admin_from_user_links_a_new_admin_records_and_tells_the_user() -> None:
     uow = unit_of_work()
     user = uow.given_user()
-    admin = await handlers.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
+    admin = await admins.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
     assert admin.linked_user_id == user.id and admin.role == Role.MANAGER
     assert admin.mfa_enrollment == MfaEnrollment.INHERITED_FROM_USER
     assert await uow.admins.by_linked_user(ORG, user.id) is admin
@@ -57,7 +57,7 @@ async def test_create_admin_from_user_links_a_new_admin_records_and_tells_the_us
 async def test_create_admin_from_user_by_email() -> None:
     uow = unit_of_work()
     user = uow.given_user("grace@example.com")
-    admin = await handlers.create_admin_from_user(
+    admin = await admins.create_admin_from_user(
         c.CreateAdminFromUser(uow.actor, Role.READ_ONLY, email="Grace@Example.com"), uow)
     assert admin.linked_user_id == user.id
 
@@ -65,7 +65,7 @@ async def test_create_admin_from_user_by_email() -> None:
 async def test_create_admin_from_user_needs_a_user() -> None:
     uow = unit_of_work()
     with pytest.raises(InvalidRequest) as refusal:
-        await handlers.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER), uow)
+        await admins.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER), uow)
     assert refusal.value.code == "user_required"
 
 
@@ -74,7 +74,7 @@ async def test_create_admin_from_user_refuses_a_user_already_admin() -> None:
     user = uow.given_user()
     uow.given_admin(user.email, user=user)
     with pytest.raises(Conflict) as refusal:
-        await handlers.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
+        await admins.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
     assert refusal.value.code == "user_already_admin"
     assert uow.committed == []
 
@@ -84,7 +84,7 @@ async def test_create_admin_from_user_refuses_when_an_unlinked_admin_has_the_ema
     user = uow.given_user()
     uow.given_admin(user.email)
     with pytest.raises(Conflict) as refusal:
-        await handlers.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
+        await admins.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
     assert refusal.value.code == "admin_email_exists"
 
 
@@ -98,7 +98,7 @@ async def test_create_admin_from_user_refuses_a_user_that_cannot_hold_a_role(arr
     uow = unit_of_work()
     user = uow.given_user(**arrange)  # type: ignore[arg-type]
     with pytest.raises(Conflict) as refusal:
-        await handlers.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
+        await admins.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
     assert refusal.value.code == code
     assert await uow.admins.by_linked_user(ORG, user.id) is None
 
@@ -108,7 +108,7 @@ async def test_only_an_administrator_with_billing_assigns_admin_roles(role: Role
     uow = unit_of_work(role)
     user = uow.given_user()
     with pytest.raises(PermissionDenied) as refusal:
-        await handlers.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
+        await admins.create_admin_from_user(c.CreateAdminFromUser(uow.actor, Role.MANAGER, user_id=user.id), uow)
     assert refusal.value.code == "permission_denied"
     assert denial_of(refusal) == ("admin_create", False)
     assert uow.admins.rows == {}
@@ -121,7 +121,7 @@ async def test_link_admin_to_user_deletes_its_own_credentials_and_ends_its_sessi
     uow = unit_of_work()
     user = uow.given_user()
     admin = uow.given_admin("ADA@example.com")
-    linked = await handlers.link_admin_to_user(c.LinkAdminToUser(uow.actor, admin.id, acknowledge=True), uow)
+    linked = await admins.link_admin_to_user(c.LinkAdminToUser(uow.actor, admin.id, acknowledge=True), uow)
     assert linked.linked_user_id == user.id and linked.password_hash is None
     assert linked.email == user.email  # spelled as the user's
     assert records(uow) == [("user_update", True), ("admin_update", True)]
@@ -134,7 +134,7 @@ async def test_link_admin_to_user_needs_the_acknowledgement() -> None:
     uow.given_user()
     admin = uow.given_admin("ada@example.com")
     with pytest.raises(InvalidRequest) as refusal:
-        await handlers.link_admin_to_user(c.LinkAdminToUser(uow.actor, admin.id, acknowledge=False), uow)
+        await admins.link_admin_to_user(c.LinkAdminToUser(uow.actor, admin.id, acknowledge=False), uow)
     assert refusal.value.code == "acknowledgement_required"
     assert admin.linked_user_id is None
 
@@ -144,7 +144,7 @@ async def test_link_admin_to_user_needs_a_user_with_the_same_email() -> None:
     uow.given_user("someone@example.com")
     admin = uow.given_admin("ada@example.com")
     with pytest.raises(NotFound) as refusal:
-        await handlers.link_admin_to_user(c.LinkAdminToUser(uow.actor, admin.id, acknowledge=True), uow)
+        await admins.link_admin_to_user(c.LinkAdminToUser(uow.actor, admin.id, acknowledge=True), uow)
     assert refusal.value.code == "matching_user_not_found"
 
 
@@ -154,7 +154,7 @@ async def test_link_admin_to_user_needs_a_user_with_the_same_email() -> None:
 async def test_update_admin_changes_the_role_and_records_it() -> None:
     uow = unit_of_work()
     admin = uow.given_admin("ops@example.com", Role.HELP_DESK)
-    await handlers.update_admin(c.UpdateAdmin(uow.actor, admin.id, role=Role.MANAGER), uow)
+    await admins.update_admin(c.UpdateAdmin(uow.actor, admin.id, role=Role.MANAGER), uow)
     assert admin.role == Role.MANAGER
     record = next(e for e in uow.committed if isinstance(e, Recorded))
     assert record.event_type == "admin_update"
@@ -166,7 +166,7 @@ async def test_the_last_administrator_with_billing_keeps_the_role_and_the_others
     last = uow.given_admin("billing@example.com", Role.BILLING)
     other = uow.given_admin("other@example.com", Role.MANAGER)
     with pytest.raises(Conflict) as refusal:
-        await handlers.update_admin(c.UpdateAdmin(uow.actor, last.id, role=Role.MANAGER), uow)
+        await admins.update_admin(c.UpdateAdmin(uow.actor, last.id, role=Role.MANAGER), uow)
     assert refusal.value.code == "last_billing_admin"
     assert denial_of(refusal) == ("admin_update", False)
     assert [(m.recipient, m.template) for m in refusal.value.notices] == [(other.email,
@@ -178,7 +178,7 @@ async def test_a_second_administrator_with_billing_may_lose_the_role() -> None:
     uow = unit_of_work()
     first = uow.given_admin("billing@example.com", Role.BILLING)
     uow.given_admin("billing2@example.com", Role.BILLING)
-    await handlers.update_admin(c.UpdateAdmin(uow.actor, first.id, role=Role.ADMINISTRATOR), uow)
+    await admins.update_admin(c.UpdateAdmin(uow.actor, first.id, role=Role.ADMINISTRATOR), uow)
     assert first.role == Role.ADMINISTRATOR
 
 
@@ -187,7 +187,7 @@ async def test_remove_admin_access_deletes_the_admin_and_its_keys_and_tells_its_
     user = uow.given_user()
     admin = uow.given_admin(user.email, Role.MANAGER, user=user)
     await uow.api_keys.add(ORG, admin.id, "prefix", "hash")
-    await handlers.remove_admin_access(c.RemoveAdminAccess(uow.actor, admin.id, acknowledge=True), uow)
+    await admins.remove_admin_access(c.RemoveAdminAccess(uow.actor, admin.id, acknowledge=True), uow)
     assert uow.admins.rows == {} and uow.api_keys.rows == []
     assert records(uow) == [("user_update", True), ("admin_delete", True)]
     assert ended(uow) == [("admin", admin.id)]
@@ -198,7 +198,7 @@ async def test_remove_admin_access_is_for_administrators_with_billing_only() -> 
     uow = unit_of_work(Role.ADMINISTRATOR)
     admin = uow.given_admin("ops@example.com", Role.MANAGER)
     with pytest.raises(PermissionDenied) as refusal:
-        await handlers.remove_admin_access(c.RemoveAdminAccess(uow.actor, admin.id, acknowledge=True), uow)
+        await admins.remove_admin_access(c.RemoveAdminAccess(uow.actor, admin.id, acknowledge=True), uow)
     assert denial_of(refusal) == ("admin_delete", False)
     assert admin.id in uow.admins.rows
 
@@ -210,7 +210,7 @@ async def test_suspend_user_ends_the_sessions_of_the_user_and_of_its_admin() -> 
     uow = unit_of_work()
     user = uow.given_user()
     admin = uow.given_admin(user.email, Role.MANAGER, user=user)
-    await handlers.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
+    await users.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
     assert user.state == UserState.SUSPENDED
     assert user.auth_epoch == 1 and admin.auth_epoch == 1
     assert sorted(ended(uow)) == sorted([("admin", admin.id), ("user", user.id)])
@@ -220,7 +220,7 @@ async def test_suspend_user_ends_the_sessions_of_the_user_and_of_its_admin() -> 
 async def test_suspending_a_suspended_user_changes_nothing() -> None:
     uow = unit_of_work()
     user = uow.given_user(state=UserState.SUSPENDED)
-    await handlers.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
+    await users.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
     assert uow.committed == [] and user.auth_epoch == 0
 
 
@@ -229,7 +229,7 @@ async def test_help_desk_may_not_suspend_a_user_with_an_admin_role() -> None:
     user = uow.given_user()
     uow.given_admin(user.email, Role.READ_ONLY, user=user)
     with pytest.raises(PermissionDenied) as refusal:
-        await handlers.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
+        await users.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
     assert denial_of(refusal) == ("user_suspended", False)
     assert user.state == UserState.ACTIVATED
 
@@ -237,7 +237,7 @@ async def test_help_desk_may_not_suspend_a_user_with_an_admin_role() -> None:
 async def test_help_desk_may_suspend_a_user_without_an_admin_role() -> None:
     uow = unit_of_work(Role.HELP_DESK)
     user = uow.given_user()
-    await handlers.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
+    await users.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
     assert user.state == UserState.SUSPENDED
 
 
@@ -246,7 +246,7 @@ async def test_suspending_the_last_administrator_with_billing_user_is_refused() 
     user = uow.given_user()
     uow.given_admin(user.email, Role.BILLING, user=user)
     with pytest.raises(Conflict) as refusal:
-        await handlers.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
+        await users.suspend_user(c.SuspendUser(uow.actor, user.id), uow)
     assert refusal.value.code == "last_billing_admin"
     assert user.state == UserState.ACTIVATED
 
@@ -254,7 +254,7 @@ async def test_suspending_the_last_administrator_with_billing_user_is_refused() 
 async def test_activate_a_suspended_user_is_recorded_as_unsuspended() -> None:
     uow = unit_of_work(Role.MANAGER)
     user = uow.given_user(state=UserState.SUSPENDED)
-    await handlers.activate_user(c.ActivateUser(uow.actor, user.id), uow)
+    await users.activate_user(c.ActivateUser(uow.actor, user.id), uow)
     assert user.state == UserState.ACTIVATED
     assert records(uow) == [("user_unsuspended", True)]
 
@@ -264,7 +264,7 @@ async def test_unlock_user_clears_the_lock_and_the_failures() -> None:
     user = uow.given_user()
     user.lock()
     user.failed_logins = 5
-    await handlers.unlock_user(c.UnlockUser(uow.actor, user.id), uow)
+    await users.unlock_user(c.UnlockUser(uow.actor, user.id), uow)
     assert not user.account_locked and user.failed_logins == 0
     assert records(uow) == [("user_unlocked", True)]
 
@@ -272,7 +272,7 @@ async def test_unlock_user_clears_the_lock_and_the_failures() -> None:
 async def test_an_unknown_user_is_not_found() -> None:
     uow = unit_of_work()
     with pytest.raises(NotFound) as refusal:
-        await handlers.suspend_user(c.SuspendUser(uow.actor, "nobody"), uow)
+        await users.suspend_user(c.SuspendUser(uow.actor, "nobody"), uow)
     assert refusal.value.code == "user_not_found"
 
 
@@ -282,7 +282,7 @@ async def test_an_unknown_user_is_not_found() -> None:
 async def test_reset_totp_deletes_it_and_requires_it_anew() -> None:
     uow = unit_of_work()
     user = uow.given_user()
-    await handlers.reset_totp(c.ResetTotp(uow.actor, user.id, require=True), uow)
+    await mfa.reset_totp(c.ResetTotp(uow.actor, user.id, require=True), uow)
     assert not await uow.totp.exists(ORG, user.id)
     assert user.mfa_required
     assert records(uow) == [("user_update", True), ("user_update", True)]
@@ -292,7 +292,7 @@ async def test_reset_totp_of_a_user_without_totp_is_not_found() -> None:
     uow = unit_of_work()
     user = uow.given_user(factors=("push",))
     with pytest.raises(NotFound) as refusal:
-        await handlers.reset_totp(c.ResetTotp(uow.actor, user.id), uow)
+        await mfa.reset_totp(c.ResetTotp(uow.actor, user.id), uow)
     assert refusal.value.code == "totp_not_enrolled"
 
 
@@ -300,7 +300,7 @@ async def test_require_totp_of_a_user_with_totp_is_refused() -> None:
     uow = unit_of_work()
     user = uow.given_user()
     with pytest.raises(Conflict) as refusal:
-        await handlers.require_totp(c.RequireTotp(uow.actor, user.id), uow)
+        await mfa.require_totp(c.RequireTotp(uow.actor, user.id), uow)
     assert refusal.value.code == "totp_already_enrolled"
 
 
@@ -308,7 +308,7 @@ async def test_delete_push_device() -> None:
     uow = unit_of_work()
     user = uow.given_user(factors=("push",))
     device = uow.push_devices.rows[0]
-    await handlers.delete_push_device(c.DeletePushDevice(uow.actor, user.id, device.id), uow)
+    await mfa.delete_push_device(c.DeletePushDevice(uow.actor, user.id, device.id), uow)
     assert uow.push_devices.rows == []
     assert records(uow) == [("user_update", True)]
 
@@ -319,7 +319,7 @@ async def test_delete_push_device_of_another_user_is_not_found() -> None:
     other = uow.given_user("other@example.com", factors=())
     device = uow.push_devices.rows[0]
     with pytest.raises(NotFound) as refusal:
-        await handlers.delete_push_device(c.DeletePushDevice(uow.actor, other.id, device.id), uow)
+        await mfa.delete_push_device(c.DeletePushDevice(uow.actor, other.id, device.id), uow)
     assert refusal.value.code == "push_device_not_found"
     assert device.user_id == user.id and uow.push_devices.rows == [device]
 
@@ -328,7 +328,7 @@ async def test_set_mfa_required_needs_a_role_scoped_to_users() -> None:
     uow = unit_of_work(Role.READ_ONLY)
     user = uow.given_user()
     with pytest.raises(PermissionDenied) as refusal:
-        await handlers.set_mfa_required(c.SetMfaRequired(uow.actor, user.id, required=True), uow)
+        await mfa.set_mfa_required(c.SetMfaRequired(uow.actor, user.id, required=True), uow)
     assert denial_of(refusal) == ("user_update", False)
     assert not user.mfa_required
 
@@ -340,14 +340,14 @@ async def test_issue_api_key_needs_api_access() -> None:
     uow = unit_of_work()
     admin = uow.given_admin("ops@example.com", Role.MANAGER)
     with pytest.raises(Conflict) as refusal:
-        await handlers.issue_api_key(c.IssueApiKey(uow.actor, admin.id), uow)
+        await keys.issue_api_key(c.IssueApiKey(uow.actor, admin.id), uow)
     assert refusal.value.code == "api_access_disabled"
 
 
 async def test_issue_api_key_keeps_only_its_hash() -> None:
     uow = unit_of_work()
     admin = uow.given_admin("ops@example.com", Role.MANAGER, api_access=True)
-    issued = await handlers.issue_api_key(c.IssueApiKey(uow.actor, admin.id), uow)
+    issued = await keys.issue_api_key(c.IssueApiKey(uow.actor, admin.id), uow)
     [row] = uow.api_keys.rows
     assert row.id == issued["id"] and row.admin_id == admin.id
     assert issued["key"] not in vars(row).values()
@@ -360,7 +360,7 @@ async def test_issue_api_key_keeps_only_its_hash() -> None:
 async def test_assign_admin_role_creates_an_admin_from_a_user_without_one() -> None:
     uow = unit_of_work()
     user = uow.given_user()
-    admin = await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER, api_access=True),
+    admin = await admins.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER, api_access=True),
                                              uow)
     assert admin is not None and admin.linked_user_id == user.id and admin.api_access
     assert records(uow) == [("user_update", True), ("admin_create", True)]
@@ -371,7 +371,7 @@ async def test_assign_admin_role_links_the_unlinked_admin_with_the_users_email()
     uow = unit_of_work()
     user = uow.given_user()
     classic = uow.given_admin(user.email, Role.READ_ONLY)
-    admin = await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow)
+    admin = await admins.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow)
     assert admin is classic and classic.linked_user_id == user.id and classic.role == Role.MANAGER
     assert ended(uow) == [("admin", classic.id)]
 
@@ -380,7 +380,7 @@ async def test_assign_admin_role_changes_the_role_the_user_holds() -> None:
     uow = unit_of_work()
     user = uow.given_user()
     held = uow.given_admin(user.email, Role.READ_ONLY, user=user)
-    assert await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow) is held
+    assert await admins.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow) is held
     assert held.role == Role.MANAGER and records(uow) == [("admin_update", True)]
 
 
@@ -388,7 +388,7 @@ async def test_assign_admin_role_already_held_changes_nothing() -> None:
     uow = unit_of_work(Role.READ_ONLY)  # not even checked: there is nothing to do
     user = uow.given_user()
     uow.given_admin(user.email, Role.MANAGER, user=user)
-    assert await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow) is None
+    assert await admins.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow) is None
     assert uow.committed == []
 
 
@@ -396,12 +396,12 @@ async def test_assign_admin_role_is_for_administrators_with_billing_only() -> No
     uow = unit_of_work(Role.ADMINISTRATOR)
     user = uow.given_user()
     with pytest.raises(PermissionDenied) as refusal:
-        await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow)
+        await admins.assign_admin_role(c.AssignAdminRole(uow.actor, user.id, Role.MANAGER), uow)
     assert denial_of(refusal) == ("admin_create", False)
 
 
 async def test_assign_admin_role_to_an_unknown_user_is_not_found() -> None:
     uow = unit_of_work()
     with pytest.raises(NotFound) as refusal:
-        await handlers.assign_admin_role(c.AssignAdminRole(uow.actor, "nobody", Role.MANAGER), uow)
+        await admins.assign_admin_role(c.AssignAdminRole(uow.actor, "nobody", Role.MANAGER), uow)
     assert refusal.value.code == "user_not_found"
