@@ -11,13 +11,18 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from service import handlers, integrations, ops, provisioning
-from service.adapters.unit_of_work import UnitOfWork
+from service import integrations, ops, provisioning
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, DomainError
+from service.handlers import admins, keys, mfa, organizations, users
+from service.handlers.common import Handler
+from service.unit_of_work import UnitOfWork
 
-HANDLERS: dict[type[Command], handlers.Handler] = {**handlers.HANDLERS, **integrations.HANDLERS,
-                                                   **provisioning.HANDLERS, **ops.HANDLERS}
+HANDLERS: dict[type[Command], Handler] = {
+    **users.HANDLERS, **mfa.HANDLERS, **keys.HANDLERS, **admins.HANDLERS, **organizations.HANDLERS,
+    **integrations.HANDLERS, **provisioning.HANDLERS,
+    **ops.HANDLERS,  # type: ignore[dict-item]  # the job handlers still take the SQLAlchemy unit of work
+}
 
 UnitOfWorkFactory = Callable[[Actor], UnitOfWork]
 

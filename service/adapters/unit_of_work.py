@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -18,7 +17,23 @@ from service import insights, notifications
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT, Queue
-from service.adapters.repository import Admins, Organizations, Rows, Users
+from service.adapters.repository import (
+    Admins,
+    ApiKeys,
+    DuoEnrollments,
+    DuoSettings,
+    Factors,
+    Groups,
+    Integrations,
+    Organizations,
+    Outbox,
+    PushDevices,
+    ScimProfiles,
+    SshKeys,
+    TotpCredentials,
+    Users,
+    WebauthnCredentials,
+)
 from service.adapters.sessions import SessionStore
 from service.domain.commands import Actor
 from service.domain.events import Event, MailRequested, Recorded, SessionsEnded
@@ -49,13 +64,18 @@ class UnitOfWork:
         self.organizations = Organizations(self.session)
         self.users = Users(self.session)
         self.admins = Admins(self.session)
-        self.totp = Rows(self.session, orm.totp_credentials)
-        self.webauthn = Rows(self.session, orm.webauthn_credentials)
-        self.push_devices = Rows(self.session, orm.push_devices)
-        self.duo = Rows(self.session, orm.duo_enrollments)
-        self.api_keys = Rows(self.session, orm.api_keys)
-        self.ssh_keys = Rows(self.session, orm.ssh_keys)
-        self.mail = Rows(self.session, orm.mail_outbox)
+        self.factors = Factors(self.session)
+        self.totp = TotpCredentials(self.session, self.box)
+        self.webauthn = WebauthnCredentials(self.session)
+        self.push_devices = PushDevices(self.session)
+        self.duo = DuoEnrollments(self.session)
+        self.duo_settings = DuoSettings(self.session)
+        self.api_keys = ApiKeys(self.session)
+        self.ssh_keys = SshKeys(self.session)
+        self.integrations = Integrations(self.session)
+        self.scim_profiles = ScimProfiles(self.session)
+        self.groups = Groups(self.session)
+        self.outbox = Outbox(self.session)
         self.events = []
         self._new_jobs = []
         return self
@@ -66,8 +86,8 @@ class UnitOfWork:
         # close() rolls back whatever was not committed and leaves loaded objects readable.
         await self.session.close()
 
-    def rows(self, table: Any) -> Rows:
-        return Rows(self.session, table)
+    async def flush(self) -> None:
+        await self.session.flush()
 
     def collect(self, *events: Event) -> None:
         self.events.extend(events)
@@ -87,13 +107,7 @@ class UnitOfWork:
                 await self._record(event, at)
             elif isinstance(event, MailRequested):
                 subject, body = notifications.render(event.template, event.context)
-                mail_id = await self.mail.insert(
-                    organization_id=self.actor.organization_id,
-                    recipient=event.recipient,
-                    subject=subject,
-                    body=body,
-                    status="pending",
-                )
+                mail_id = await self.outbox.add(self.actor.organization_id, event.recipient, subject, body)
                 await self.add_job("send_email", {"mail_id": mail_id})
 
     async def _record(self, event: Recorded, at: object) -> None:

@@ -22,7 +22,7 @@ from service.api.idempotency import idempotency_middleware
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
-from service.domain.model import as_utc, now
+from service.domain.model import acting_bar, as_utc, now
 from service.logging import log_error, request_log_middleware, route_of
 from service.metrics import metrics_middleware
 from service.web import setup as setup_pages
@@ -119,7 +119,7 @@ async def actor_for_api_key(services: Services, key: str, request: web.Request) 
             raise unauthorized("the API key is unknown or expired")
         if row.admin_id is None or not row.api_access:
             raise unauthorized("the API key's admin has no API access")
-        if row.linked_user_id and (row.user_state != "ACTIVATED" or row.account_locked):
+        if row.linked_user_id and acting_bar(row.user_state, row.account_locked) is not None:
             raise unauthorized("the API key's admin belongs to a suspended or locked user")
         if row.last_used_at is None or as_utc(row.last_used_at) < now() - LAST_USED_RESOLUTION:
             # At most one write a minute per key: a busy integration must not write on every request.

@@ -48,9 +48,7 @@ async def enroll(signin: Signin, enrollment_token: str, name: str, algorithm: st
         raise Unauthorized("invalid_enrollment_token", "this enrollment token is unknown, used or expired")
     actor = records.actor_for(org_id, USER_PORTAL, client, user=user, admin=None, auth_method="push_device")
     async with signin.services.uow(actor) as uow:
-        device_id = await uow.push_devices.insert(organization_id=org_id, user_id=user_id,
-                                                  name=name.strip() or "mobile device", algorithm=algorithm,
-                                                  public_key=pem)
+        device_id = await uow.push_devices.add(org_id, user_id, name.strip() or "mobile device", algorithm, pem)
         uow.collect(records.user_change(user, "push_device", device_id))
         await uow.commit()
     return {"device_id": device_id, "organization_id": org_id, "algorithm": algorithm,

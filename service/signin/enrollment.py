@@ -114,9 +114,8 @@ class Enrollment:
         async with self._actor_uow(user, client) as uow:
             try:
                 # The confirming code is spent: it cannot also sign in.
-                await uow.totp.insert(organization_id=user.organization_id, user_id=user.id,
-                                      secret_encrypted=pending["secret"], last_used_step=step)
-                await uow.session.flush()
+                await uow.totp.add(user.organization_id, user.id, pending["secret"], step)
+                await uow.flush()
             except IntegrityError as exc:
                 raise Conflict("totp_already_enrolled", "TOTP is already enrolled") from exc
             uow.collect(records.user_change(user, "totp"))
@@ -156,13 +155,11 @@ class Enrollment:
         except wa.CeremonyFailed as failure:
             raise InvalidRequest("webauthn_registration_failed", failure.reason) from failure
         async with self._actor_uow(user, client) as uow:
-            taken = await uow.session.scalar(sa.select(sa.exists().where(
-                orm.webauthn_credentials.c.credential_id == new.credential_id)))
-            if taken:
+            if await uow.webauthn.registered(new.credential_id):
                 raise Conflict("credential_already_registered", "this authenticator is already registered")
             try:
-                row_id = await uow.webauthn.insert(
-                    organization_id=user.organization_id, user_id=user.id, credential_id=new.credential_id,
+                row_id = await uow.webauthn.add(
+                    user.organization_id, user.id, credential_id=new.credential_id,
                     public_key=new.public_key, sign_count=new.sign_count, transports=new.transports,
                     aaguid=new.aaguid, attachment=new.attachment, name=name or factor.replace("_", " "))
             except IntegrityError as exc:  # registered by a concurrent request meanwhile
@@ -189,12 +186,11 @@ class Enrollment:
         if not duo_username.strip():
             raise InvalidRequest("invalid_field", "duo_username must not be empty")
         async with self._actor_uow(user, client) as uow:
-            if await duo_settings.application(uow.session, self.services.box, user.organization_id) is None:
+            if await duo_settings.application(uow.duo_settings, uow.box, user.organization_id) is None:
                 raise Conflict("duo_not_configured", "Duo is not configured for this organization")
             try:
-                await uow.duo.insert(organization_id=user.organization_id, user_id=user.id,
-                                     duo_username=duo_username.strip())
-                await uow.session.flush()
+                await uow.duo.add(user.organization_id, user.id, duo_username.strip())
+                await uow.flush()
             except IntegrityError as exc:
                 raise Conflict("duo_already_enrolled", "Duo is already enrolled") from exc
             uow.collect(records.user_change(user, "duo", duo_username.strip()))

@@ -28,7 +28,7 @@ from service.adapters import orm
 from service.adapters.crypto import token_hash, verify_password
 from service.adapters.mfa import webauthn as wa
 from service.adapters.mfa.duo import DuoGateway, DuoUnavailable
-from service.adapters.repository import Admins, Users, enrolled_factors
+from service.adapters.repository import Admins, DuoEnrollments, DuoSettings, Users, enrolled_factors
 from service.adapters.sessions import Session
 from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services
@@ -179,7 +179,7 @@ class Signin:
         async with self.services.session_factory() as session:
             factors = await enrolled_factors(session, who.organization_id, who.user.id)
             if "duo" in factors and await duo_settings.application(
-                    session, self.services.box, who.organization_id) is None:
+                    DuoSettings(session), self.services.box, who.organization_id) is None:
                 factors.remove("duo")  # enrolled, but the organization has no Duo application now
         return factors
 
@@ -319,8 +319,8 @@ class Signin:
     async def _start_duo(self, key: str, challenge: Challenge) -> dict[str, Any]:
         assert challenge.user_id is not None
         async with self.services.session_factory() as session:
-            app = await duo_settings.application(session, self.services.box, challenge.organization_id)
-            username = await verify.duo_username(session, challenge.organization_id, challenge.user_id)
+            app = await duo_settings.application(DuoSettings(session), self.services.box, challenge.organization_id)
+            username = await DuoEnrollments(session).username(challenge.organization_id, challenge.user_id)
         if app is None or username is None:
             raise Conflict("duo_not_configured", "Duo is not configured for this organization")
         try:
@@ -393,18 +393,17 @@ class Signin:
 
     async def _check(self, uow: UnitOfWork, challenge: Challenge, who: Who, factor: str, proof: dict[str, Any],
                      push: PushRequest | None, push_status: str | None) -> Outcome:
-        box = self.services.box
         if factor == "totp":
-            return await verify.check_totp(uow.session, box, who, proof.get("code"))
+            return await verify.check_totp(uow, who, proof.get("code"))
         if factor in rules.WEBAUTHN_FACTORS:
             assert who.user is not None and challenge.webauthn_challenge is not None
-            return await verify.check_assertion(uow.session, self.rp, who.organization_id, who.user.id,
+            return await verify.check_assertion(uow, self.rp, who.organization_id, who.user.id,
                                                 verify.attachment_for(factor), proof.get("credential"),
                                                 challenge.webauthn_challenge)
         if factor == "push":
             assert push is not None and push_status is not None
             return verify.check_push(push, push_status)
-        return await verify.check_duo(uow.session, box, self.duo, challenge, proof)
+        return await verify.check_duo(uow, self.duo, challenge, proof)
 
     async def _after_failure(self, key: str, challenge: Challenge) -> None:
         challenge.failures += 1
@@ -510,7 +509,7 @@ class Signin:
             lane = self._lane(who, client)
             await self.smart.ensure_open(lane)
             assert challenge.webauthn_challenge is not None
-            outcome = await verify.check_assertion(uow.session, self.rp, org_id, user_id, wa.PLATFORM, credential,
+            outcome = await verify.check_assertion(uow, self.rp, org_id, user_id, wa.PLATFORM, credential,
                                                    challenge.webauthn_challenge)
             if outcome.ok and wa.user_handle_of(credential) not in (None, user.id):
                 outcome = Outcome(False, "webauthn_user_mismatch")

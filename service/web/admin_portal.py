@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from service import handlers, policy, views
+from service import policy, views
 from service.adapters.sessions import Session
 from service.api.auth import COOKIE, current_session
 from service.api.context import services_of
@@ -26,6 +26,7 @@ from service.domain import commands as c
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.model import Admin, Role
+from service.handlers.common import load_user_and_admin
 from service.policy import Action
 from service.signin import passwords
 from service.signin.challenges import ADMIN_LOGIN
@@ -223,7 +224,7 @@ def _role(form: dict[str, Any]) -> Role:
 async def user_detail(request: web.Request, console: Console) -> web.StreamResponse:
     policy.authorize(Action.READ_USERS, console.actor.role)
     async with services_of(request).uow(console.actor) as uow:
-        user, admin = await handlers.load_user_and_admin(uow, request.match_info["user_id"])
+        user, admin = await load_user_and_admin(uow, request.match_info["user_id"])
         shown = await views.user(uow, user, admin, load_admin=False)
     factors = await Enrollment(mfa.signin_of(request)).overview(user)
     has_admin = admin is not None

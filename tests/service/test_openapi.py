@@ -32,7 +32,7 @@ METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 CORE_MODULES = ("service.api.management", "service.api.auth", "service.api.health", "service.api.openapi")
 # Where the management API, portal sessions and their shared layers raise their stable codes.
 CODE_SOURCES = (
-    "service/handlers.py", "service/integrations.py", "service/domain", "service/api/inputs.py",
+    "service/handlers", "service/integrations.py", "service/domain", "service/api/inputs.py",
     "service/api/errors.py", "service/api/idempotency.py", "service/api/management.py", "service/api/auth.py",
 )
 RAISED_CODE = re.compile(

@@ -11,7 +11,7 @@ from service import policy
 from service.api.context import services_of
 from service.domain import commands as c
 from service.domain.errors import DomainError
-from service.handlers import validate_password
+from service.handlers.common import validate_password
 from service.policy import Action
 from webhooks.scim import quirks
 from webhooks.scim.directory import Directory
