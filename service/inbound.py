@@ -562,21 +562,12 @@ async def command_for(units: Callable[[c.Actor], UnitOfWork], integration: Integ
         return c.DeleteUser(actor, user_id) if integration.delete_mode == "delete" else c.SuspendUser(actor, user_id)
     if kind in EMAIL_CHANGES:
         return c.UpdateUser(actor, user_id, {"email": data["email"]})
-    assigning = kind == "admin_role.assigned"
-    async with units(actor) as uow:
-        user, admin = await uow.users.get_with_linked_admin(actor.organization_id, user_id) or (None, None)
-        same_email = None
-        if assigning and user is not None and admin is None:
-            same_email = await uow.admins.by_email(actor.organization_id, user.email)
-    if assigning:
-        role = Role(data["role"])
-        if admin is None and same_email is not None and not same_email.is_linked:
-            # The seed's other way in: the admin who has the user's email is linked to it.
-            return c.LinkAdminToUser(actor, same_email.id, acknowledge=True, role=role)
-        if admin is None:
-            return c.CreateAdminFromUser(actor, role, user_id=user_id, api_access=bool(data.get("api_access")))
-        return c.UpdateAdmin(actor, admin.id, role=role) if admin.role != role else None
+    if kind == "admin_role.assigned":
+        return c.AssignAdminRole(actor, user_id, Role(data["role"]), api_access=bool(data.get("api_access")))
     if kind == "admin_role.removed":
+        async with units(actor) as uow:
+            found = await uow.users.get_with_linked_admin(actor.organization_id, user_id)
+        admin = found[1] if found is not None else None
         return c.RemoveAdminAccess(actor, admin.id, acknowledge=True) if admin is not None else None
     raise NotFound("unknown_event_type", f"{kind!r} has no command")
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import insights, notifications
 from service.adapters import orm
@@ -48,7 +50,7 @@ INSERT_JOB = orm.jobs.insert()
 
 class UnitOfWork:
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], queue: Queue, sessions: SessionStore,
+        self, session_factory: Callable[[], AsyncSession], queue: Queue, sessions: SessionStore,
         box: SecretBox, actor: Actor,
     ) -> None:
         self._session_factory = session_factory

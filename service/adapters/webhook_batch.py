@@ -205,17 +205,17 @@ class PreloadedUsers(Users):
         await super().delete(user)
 
 
-class _KeptRows:
+class _KeptOutbox:
     """Where an event's unit of work writes outbox rows: kept for the batch's one insert."""
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
         self.rows = rows
 
-    async def insert(self, **values: Any) -> str:
-        values.setdefault("id", new_id())
-        values.setdefault("created_at", now())
-        self.rows.append(values)
-        return str(values["id"])
+    async def add(self, org_id: str, recipient: str, subject: str, body: str) -> str:
+        mail_id = new_id()
+        self.rows.append({"id": mail_id, "organization_id": org_id, "recipient": recipient, "subject": subject,
+                          "body": body, "status": "pending", "created_at": now()})
+        return mail_id
 
 
 class EventUnitOfWork(UnitOfWork):
@@ -224,7 +224,7 @@ class EventUnitOfWork(UnitOfWork):
     ``writes``, and the batch decides (with the event's outcome) whether it stays."""
 
     def __init__(self, batch: WebhookBatch, actor: Actor) -> None:
-        super().__init__(batch.session_of, batch.queue, batch.sessions, batch.box, actor)  # type: ignore[arg-type]
+        super().__init__(batch.session_of, batch.queue, batch.sessions, batch.box, actor)
         self.batch = batch
         self.writes = Writes()
         self.committed = False
@@ -233,7 +233,7 @@ class EventUnitOfWork(UnitOfWork):
     async def __aenter__(self) -> EventUnitOfWork:
         await super().__aenter__()
         self.users = self.batch.users
-        self.mail = _KeptRows(self.writes.mails)  # type: ignore[assignment]
+        self.outbox = _KeptOutbox(self.writes.mails)  # type: ignore[assignment]  # the same add(), kept
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
