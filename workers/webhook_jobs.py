@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from workers.jobs import fail
 
 # A drain gives its place back after this share of the job timeout: arq cancels a longer run.
 DRAIN_SHARE_OF_TIMEOUT = 0.5
+LINGER_STEP = 0.002  # seconds between two looks for a wake-up while a drain lingers
 
 
 async def _drain_webhooks(ctx: dict[str, Any], organization_id: str, integration_id: str) -> int:
@@ -28,12 +30,26 @@ async def _drain_webhooks(ctx: dict[str, Any], organization_id: str, integration
     metrics.counted_by_batch(ctx)
     ends_at = time.monotonic() + services.settings.job_timeout * DRAIN_SHARE_OF_TIMEOUT
     applied = 0
-    while taken := await inbound.drain(services, organization_id, integration_id):
+    while True:
+        taken = await inbound.drain(services, organization_id, integration_id)
         applied += taken
         if time.monotonic() > ends_at:
             await services.queue.wake(inbound.DRAIN_FUNCTION, [(ctx["job_id"], (organization_id, integration_id))])
-            break
-    return applied
+            return applied
+        if not taken and not await woken_within(services, ctx["job_id"], services.settings.job_poll_delay):
+            return applied
+
+
+async def woken_within(services: Services, job_id: str, seconds: float) -> bool:
+    """Whether the receiver woke the drain in the next ``seconds``. A drain that found nothing
+    waits this long before it ends: events arriving steadily are then applied at once, instead of
+    after arq's next poll of a new drain job (up to a poll delay later)."""
+    ends_at = time.monotonic() + seconds
+    while time.monotonic() < ends_at:
+        if await services.queue.take_again(job_id):
+            return True
+        await asyncio.sleep(LINGER_STEP)
+    return False
 
 
 # No result kept: a kept result would make arq refuse the next wake-up of the same id.

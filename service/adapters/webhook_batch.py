@@ -138,18 +138,17 @@ def _users_with_admins() -> sa.Select[User, Admin]:
 _versions = orm.attribute_versions
 
 
-def _create_clocks(insert: Any) -> Any:
-    return insert(_versions).on_conflict_do_nothing()
+def _take_clocks(insert: Any) -> Any:
+    """Each pair's clock, created if missing (older than any event) and locked either way (an
+    upsert's update locks the row; on SQLite, any write takes the database's write lock)."""
+    statement = insert(_versions).values(occurred_at=NO_CLOCK, event_id="")
+    return statement.on_conflict_do_update(
+        index_elements=[_versions.c.organization_id, _versions.c.user_id, _versions.c.attribute],
+        set_={"occurred_at": _versions.c.occurred_at},
+    ).returning(_versions.c.user_id, _versions.c.attribute, _versions.c.occurred_at, _versions.c.event_id)
 
 
-CREATE_CLOCKS = {"postgresql": _create_clocks(postgresql.insert), "sqlite": _create_clocks(sqlite.insert)}
-LOCK_CLOCKS = (
-    sa.select(_versions.c.user_id, _versions.c.attribute, _versions.c.occurred_at, _versions.c.event_id)
-    .where(_versions.c.organization_id == sa.bindparam("org"),
-           _versions.c.user_id.in_(sa.bindparam("users", expanding=True)))
-    .order_by(_versions.c.user_id, _versions.c.attribute)
-    .with_for_update()
-)
+TAKE_CLOCKS = {"postgresql": _take_clocks(postgresql.insert), "sqlite": _take_clocks(sqlite.insert)}
 MOVE_CLOCK = (
     sa.update(_versions)
     .where(_versions.c.organization_id == sa.bindparam("org"), _versions.c.user_id == sa.bindparam("user"),
@@ -271,9 +270,11 @@ class WebhookBatch:
         self.kept = Writes()  # segments that ended
         self.segment = Writes()
         self._savepoint: AsyncSessionTransaction | None = None
-        self._clocks_at_segment: dict[ClockKey, Clock] = {}
+        self._segments = 0  # begun so far: the first is the transaction itself, no savepoint
+        self._at_segment: tuple[dict[ClockKey, Clock], set[ClockKey]] = ({}, set())
         self._moved: set[ClockKey] = set()
         self._organization_id = ""
+        self._clock_keys: list[ClockKey] = []
         self._user_ids: list[str] = []
 
     async def __aenter__(self) -> WebhookBatch:
@@ -281,13 +282,16 @@ class WebhookBatch:
         self.dialect = self.session.get_bind().dialect.name
         self.users = PreloadedUsers(self.session, self.loaded)
         try:
-            held = {row.id: row.tries for row in await self.session.execute(
-                LOCK_CLAIMED, {"ids": [job.id for job in self.claimed]})}
+            self.jobs = await self._lock_claimed()
         except BaseException:
             await self.session.close()
             raise
-        self.jobs = [job for job in self.claimed if held.get(job.id) == job.tries]
         return self
+
+    async def _lock_claimed(self) -> list[ClaimedJob]:
+        held = {row.id: row.tries for row in await self.session.execute(
+            LOCK_CLAIMED, {"ids": [job.id for job in self.claimed]})}
+        return [job for job in self.claimed if held.get(job.id) == job.tries]
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -301,16 +305,13 @@ class WebhookBatch:
     async def preload(self, organization_id: str, clocks: Iterable[ClockKey]) -> None:
         """Users, clocks and outcomes for every event of the batch, in four statements."""
         self._organization_id = organization_id
-        keys = sorted(set(clocks))
+        self._clock_keys = keys = sorted(set(clocks))
         self._user_ids = sorted({user_id for user_id, _ in keys})
         if keys:
-            await self.session.execute(CREATE_CLOCKS[self.dialect], [
-                {"organization_id": organization_id, "user_id": user_id, "attribute": attribute,
-                 "occurred_at": NO_CLOCK, "event_id": ""} for user_id, attribute in keys])
-            wanted = set(keys)
-            for row in await self.session.execute(LOCK_CLOCKS, {"org": organization_id, "users": self._user_ids}):
-                if (row.user_id, row.attribute) in wanted:
-                    self.clocks[(row.user_id, row.attribute)] = Clock(_aware(row.occurred_at), row.event_id)
+            taken = await self.session.execute(TAKE_CLOCKS[self.dialect], [
+                {"organization_id": organization_id, "user_id": user_id, "attribute": attribute}
+                for user_id, attribute in keys])
+            self.clocks = {(row.user_id, row.attribute): Clock(_aware(row.occurred_at), row.event_id) for row in taken}
         await self._load_users()
         # Only a row tried before can hold outcomes: a first try skips the read.
         tried = [job.id for job in self.jobs if job.tries > 1]
@@ -368,26 +369,36 @@ class WebhookBatch:
     # --- segments -----------------------------------------------------------------------------
 
     async def begin_segment(self) -> None:
-        self._savepoint = await self.session.begin_nested()
-        self._clocks_at_segment = dict(self.clocks)
+        """The first segment is the batch's transaction itself (nothing to undo before it: an
+        undo rolls the transaction back and locks and preloads again), so a batch that undoes
+        nothing costs no savepoint; each later one is a savepoint."""
+        if self._segments:
+            self._savepoint = await self.session.begin_nested()
+        self._segments += 1
+        self._at_segment = (dict(self.clocks), set(self._moved))
 
     async def end_segment(self) -> None:
         """The segment's changes stay (until the batch's commit or rollback)."""
-        assert self._savepoint is not None
         await self.session.flush()
-        await self._savepoint.commit()
-        self._savepoint = None
+        if self._savepoint is not None:
+            await self._savepoint.commit()
+            self._savepoint = None
         self.kept.extend(self.segment)
         self.segment = Writes()
 
     async def undo_segment(self) -> None:
         """Everything the segment's events did is undone, in the database and in memory."""
-        assert self._savepoint is not None
+        self.segment = Writes()
+        if self._savepoint is None:  # the first segment: the whole transaction
+            await self.session.rollback()
+            self.session.expunge_all()
+            self.jobs, self._moved = await self._lock_claimed(), set()
+            await self.preload(self._organization_id, self._clock_keys)
+            return
         await self._savepoint.rollback()
         self._savepoint = None
         self.session.expunge_all()
-        self.clocks = dict(self._clocks_at_segment)
-        self.segment = Writes()
+        self.clocks, self._moved = dict(self._at_segment[0]), set(self._at_segment[1])
         await self._load_users()
 
     # --- commit ---------------------------------------------------------------------------------
@@ -395,8 +406,7 @@ class WebhookBatch:
     async def commit(self) -> Writes:
         """Writes what the kept segments wrote, one statement per table, and commits; then hands
         the new jobs to arq and deletes ended sessions' keys. Answers what was written."""
-        if self._savepoint is not None:
-            await self.end_segment()
+        await self.end_segment()
         kept, session = self.kept, self.session
         for statement, rows in ((INSERT_RECORD, kept.records), (INSERT_MAIL, kept.mails), (INSERT_JOB, kept.jobs),
                                 (INSERT_OUTCOME, kept.outcomes), (FINISH, kept.finished)):
