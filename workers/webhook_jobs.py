@@ -22,7 +22,7 @@ from workers.jobs import fail
 
 # A drain gives its place back after this share of the job timeout: arq cancels a longer run.
 DRAIN_SHARE_OF_TIMEOUT = 0.5
-LINGER_STEP = 0.002  # seconds between two looks for a wake-up while a drain lingers
+LINGER_STEP = 0.005  # seconds between two looks for a wake-up while a drain lingers
 
 
 async def _drain_webhooks(ctx: dict[str, Any], organization_id: str, integration_id: str) -> int:
