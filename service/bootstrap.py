@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.adapters import db
 from service.adapters.crypto import SecretBox
 from service.adapters.direct import Direct, open_direct
-from service.adapters.jobs import JobStore
+from service.adapters.jobs import JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
 from service.adapters.queue import Queue, embedded_pool, redis_pool
@@ -75,6 +75,6 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         box=box,
         sessions=SessionStore(redis, settings.session_idle_seconds),
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
-        jobs=JobStore(single_statements, direct),
+        jobs=job_store(single_statements, direct),
         direct=direct,
     )

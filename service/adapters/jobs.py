@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -71,35 +71,46 @@ UPDATE jobs SET status = $2, result = $3::json, error = $4, finished_at = $5,
 WHERE id = $1 AND status = 'in_progress'"""
 
 
-class JobStore:
-    """Each method is one statement, run without a transaction around it (``db.single_statements``);
-    on PostgreSQL, a job run's claim and finish go on asyncpg itself."""
-
-    def __init__(self, engine: AsyncEngine, direct: Direct | None = None) -> None:
-        self.engine = engine
-        self.direct = direct
+class JobStore(Protocol):
+    """The jobs table as a job run and the reconciler use it. Each method is one statement, run
+    without a transaction around it (``db.single_statements``). Bootstrap picks the implementation
+    once: ``DirectJobStore`` on PostgreSQL, ``SqlJobStore`` on any other database."""
 
     async def claim(self, job_id: str) -> ClaimedJob | None:
         """Marks the job in progress and counts the try; None if it is finished or unknown."""
-        if self.direct is not None:
-            async with self.direct.acquire() as conn:
-                row = await conn.fetchrow(DIRECT_CLAIM, job_id, now(), RUNNABLE)
-            return None if row is None else ClaimedJob(row["id"], row["organization_id"], row["function"],
-                                                       json.loads(row["args"]), row["tries"])
-        async with self.engine.connect() as conn:
-            claimed = (await conn.execute(CLAIM, {"job_id": job_id, "at": now()})).one_or_none()
-        return None if claimed is None else ClaimedJob(*claimed)
 
     async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
                      retry_at: datetime | None = None) -> bool:
         """Records how a run ended; a failed run says when it is tried again (``defer_until``; a
         run that is not tried again keeps the moment its try became ready, for its time in queue).
         A row moved on meanwhile (aborted by ops) keeps its status: then the answer is False."""
-        if self.direct is not None:
-            encoded = None if result is None else json.dumps(result)
-            async with self.direct.acquire() as conn:
-                answer = await conn.execute(DIRECT_FINISH, job_id, status, encoded, error, now(), retry_at)
-            return answer != "UPDATE 0"
+
+    async def mark_enqueued(self, job_ids: list[str]) -> None: ...
+
+    async def get(self, job_id: str) -> sa.Row[Any] | None: ...
+
+    async def get_in(self, organization_id: str, job_id: str) -> sa.Row[Any] | None: ...
+
+    async def stranded(self, older_than: timedelta, limit: int = 500, *,
+                       stuck_after: timedelta | None = None) -> list[sa.Row[Any]]:
+        """Jobs that arq may not hold: queued ones it may never have received (Redis was down at
+        commit), and, with ``stuck_after``, failed ones whose retry is long overdue and ones in
+        progress far longer than a run may last (Redis lost them, or their worker died)."""
+
+
+class SqlJobStore:
+    """Every statement on SQLAlchemy."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def claim(self, job_id: str) -> ClaimedJob | None:
+        async with self.engine.connect() as conn:
+            claimed = (await conn.execute(CLAIM, {"job_id": job_id, "at": now()})).one_or_none()
+        return None if claimed is None else ClaimedJob(*claimed)
+
+    async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
+                     retry_at: datetime | None = None) -> bool:
         async with self.engine.connect() as conn:
             finished = await conn.execute(FINISH, {"job_id": job_id, "new_status": status, "new_result": result,
                                                       "new_error": error, "at": now(), "retry_at": retry_at})
@@ -120,9 +131,6 @@ class JobStore:
 
     async def stranded(self, older_than: timedelta, limit: int = 500, *,
                        stuck_after: timedelta | None = None) -> list[sa.Row[Any]]:
-        """Jobs that arq may not hold: queued ones it may never have received (Redis was down at
-        commit), and, with ``stuck_after``, failed ones whose retry is long overdue and ones in
-        progress far longer than a run may last (Redis lost them, or their worker died)."""
         at: datetime = now()
         cutoff = at - older_than
         lost = [sa.and_(jobs.c.status == "queued", jobs.c.created_at < cutoff)]
@@ -137,3 +145,30 @@ class JobStore:
                 .limit(limit)
             )
             return list(await conn.execute(query))
+
+
+class DirectJobStore(SqlJobStore):
+    """A job run's claim and finish on asyncpg itself (``adapters.direct``): every run sends both.
+    The rest, which runs rarely, stays on SQLAlchemy."""
+
+    def __init__(self, engine: AsyncEngine, direct: Direct) -> None:
+        super().__init__(engine)
+        self.direct = direct
+
+    async def claim(self, job_id: str) -> ClaimedJob | None:
+        async with self.direct.acquire() as conn:
+            row = await conn.fetchrow(DIRECT_CLAIM, job_id, now(), RUNNABLE)
+        return None if row is None else ClaimedJob(row["id"], row["organization_id"], row["function"],
+                                                   json.loads(row["args"]), row["tries"])
+
+    async def finish(self, job_id: str, status: str, *, result: Any = None, error: str | None = None,
+                     retry_at: datetime | None = None) -> bool:
+        encoded = None if result is None else json.dumps(result)
+        async with self.direct.acquire() as conn:
+            answer = await conn.execute(DIRECT_FINISH, job_id, status, encoded, error, now(), retry_at)
+        return bool(answer != "UPDATE 0")
+
+
+def job_store(engine: AsyncEngine, direct: Direct | None) -> JobStore:
+    """The store for the database at hand: asyncpg's own pool exists on PostgreSQL only."""
+    return SqlJobStore(engine) if direct is None else DirectJobStore(engine, direct)
