@@ -41,6 +41,7 @@ from service.adapters.unit_of_work import UnitOfWork
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
+from service.domain.jobs import ABORTABLE, RETRYABLE, RUNNABLE, JobMove, JobStatus, destination
 from service.domain.model import Role, aware, now
 from service.handlers import authorize
 from service.logging import redact, redact_text
@@ -52,10 +53,8 @@ if TYPE_CHECKING:
 
 jobs = orm.jobs
 
-STATUSES = ("queued", "in_progress", "complete", "failed", "dead", "stale", "denied", "aborted")
-RETRYABLE = ("failed", "dead")
-# A failed job waits in arq's queue for its next try, so it can be aborted like a queued one.
-ABORTABLE = ("queued", "failed", "in_progress")
+STATUSES = tuple(status.value for status in JobStatus)  # as the API, dashboard and CLI name them
+COUNTED = (*RUNNABLE, JobStatus.DEAD)  # the statuses queue_stats counts per queue
 WINDOWS = {"1m": timedelta(minutes=1), "5m": timedelta(minutes=5), "15m": timedelta(minutes=15)}
 WAIT_SAMPLE = 5000
 MAX_PAGE = 500
@@ -120,10 +119,10 @@ async def queue_stats(session: AsyncSession, org_id: str | None, at: datetime) -
 
 
 async def _status_counts(session: AsyncSession, org_id: str | None, at: datetime) -> list[Any]:
-    deferred = sa.and_(jobs.c.status == "queued", jobs.c.defer_until.is_not(None), jobs.c.defer_until > at)
+    deferred = sa.and_(jobs.c.status == JobStatus.QUEUED, jobs.c.defer_until.is_not(None), jobs.c.defer_until > at)
     query = (
         sa.select(jobs.c.function, jobs.c.status, deferred.label("deferred"), sa.func.count())
-        .where(*_scoped(org_id), jobs.c.status.in_(("queued", "in_progress", "failed", "dead")))
+        .where(*_scoped(org_id), jobs.c.status.in_(COUNTED))
         .group_by(jobs.c.function, jobs.c.status, deferred)
     )
     return list(await session.execute(query))
@@ -133,7 +132,7 @@ async def _oldest_ready(session: AsyncSession, org_id: str | None, at: datetime)
     ready = sa.func.coalesce(jobs.c.defer_until, jobs.c.created_at)
     query = (
         sa.select(jobs.c.function, sa.func.min(ready))
-        .where(*_scoped(org_id), jobs.c.status == "queued", ready <= at)
+        .where(*_scoped(org_id), jobs.c.status == JobStatus.QUEUED, ready <= at)
         .group_by(jobs.c.function)
     )
     return [(f, aware(oldest)) for f, oldest in await session.execute(query)]
@@ -143,7 +142,7 @@ async def _completed(session: AsyncSession, org_id: str | None, at: datetime) ->
     windows = [sa.func.sum(sa.case((jobs.c.finished_at >= at - span, 1), else_=0)) for span in WINDOWS.values()]
     query = (
         sa.select(jobs.c.function, *windows)
-        .where(*_scoped(org_id), jobs.c.status == "complete", jobs.c.finished_at >= at - WINDOWS["15m"])
+        .where(*_scoped(org_id), jobs.c.status == JobStatus.COMPLETE, jobs.c.finished_at >= at - WINDOWS["15m"])
         .group_by(jobs.c.function)
     )
     return list(await session.execute(query))
@@ -153,7 +152,7 @@ async def _waits(session: AsyncSession, org_id: str | None, at: datetime) -> dic
     """Queue waits of first tries completed in the last 15 minutes (a retry's wait is its backoff)."""
     query = (
         sa.select(jobs.c.function, jobs.c.created_at, jobs.c.defer_until, jobs.c.started_at)
-        .where(*_scoped(org_id), jobs.c.status == "complete", jobs.c.finished_at >= at - WINDOWS["15m"],
+        .where(*_scoped(org_id), jobs.c.status == JobStatus.COMPLETE, jobs.c.finished_at >= at - WINDOWS["15m"],
                jobs.c.tries == 1, jobs.c.started_at.is_not(None))
         .order_by(jobs.c.finished_at.desc()).limit(WAIT_SAMPLE)
     )
@@ -334,16 +333,17 @@ async def retry(cmd: RetryJob, uow: UnitOfWork) -> Transition:
     if row.status not in RETRYABLE:
         raise Conflict("job_not_retryable", f"only failed or dead jobs can be retried; this one is {row.status}")
     # Ready from now: its time in the queue counts from the retry, not from its creation.
-    if row.status == "dead":  # a fresh start: a full set of tries
-        await _move(uow, row, status="queued", tries=0, started_at=None, finished_at=None, result=None,
+    moved_to = destination(row.status, JobMove.RETRY)
+    if row.status == JobStatus.DEAD:  # a fresh start: a full set of tries
+        await _move(uow, row, status=moved_to, tries=0, started_at=None, finished_at=None, result=None,
                     enqueued_at=now(), defer_until=now())
-        changes: tuple[Change, ...] = (Change("status", "dead", "queued"), Change("tries", row.tries, 0))
+        changes: tuple[Change, ...] = (Change("status", row.status, moved_to), Change("tries", row.tries, 0))
     else:  # failed: its next try, now rather than after the backoff
         await _move(uow, row, enqueued_at=now(), defer_until=now())
-        changes = (Change("status", "failed", "failed"),)
+        changes = (Change("status", row.status, moved_to),)
     uow.collect(job_record("job_retry", row, changes))
     await uow.commit()
-    return Transition(row.id, row.function, row.status, "queued" if row.status == "dead" else "failed")
+    return Transition(row.id, row.function, row.status, moved_to)
 
 
 async def abort(cmd: AbortJob, uow: UnitOfWork) -> Transition:
@@ -351,10 +351,11 @@ async def abort(cmd: AbortJob, uow: UnitOfWork) -> Transition:
     if row.status not in ABORTABLE:
         raise Conflict("job_not_abortable", f"only queued or running jobs can be aborted; this one is {row.status}")
     who = uow.actor.email or uow.actor.name or uow.actor.id
-    await _move(uow, row, status="aborted", finished_at=now(), error=f"aborted by {who}")
-    uow.collect(job_record("job_abort", row, (Change("status", row.status, "aborted"),)))
+    moved_to = destination(row.status, JobMove.ABORT)
+    await _move(uow, row, status=moved_to, finished_at=now(), error=f"aborted by {who}")
+    uow.collect(job_record("job_abort", row, (Change("status", row.status, moved_to),)))
     await uow.commit()
-    return Transition(row.id, row.function, row.status, "aborted")
+    return Transition(row.id, row.function, row.status, moved_to)
 
 
 HANDLERS: dict[type[Command], Callable[[Any, UnitOfWork], Awaitable[Transition]]] = {
@@ -382,7 +383,7 @@ async def after_retry(services: Services, moved: Transition) -> bool:
     redis, queue_name = services.redis, services.settings.queue_name
     if await redis.exists(in_progress_key_prefix + moved.job_id):
         return True  # a worker still holds the id; it will claim the row again when it reruns it
-    if moved.before == "failed" and await redis.zscore(queue_name, moved.job_id) is not None:
+    if moved.before == JobStatus.FAILED and await redis.zscore(queue_name, moved.job_id) is not None:
         await redis.zadd(queue_name, {moved.job_id: timestamp_ms()}, xx=True)
         return True
     await clear_arq_leftovers(redis, moved.job_id)
@@ -423,7 +424,7 @@ async def abort_job(services: Services, actor: Actor, job_id: str, reaches_worke
         outcome = await after_abort(services, moved) if reaches_workers else "row_aborted"
     except Exception:  # Redis unreachable: the aborted row is never claimed, so it never runs
         outcome = "row_aborted"
-    return {"job_id": moved.job_id, "status": "aborted", "was": moved.before, "arq": outcome}
+    return {"job_id": moved.job_id, "status": moved.after, "was": moved.before, "arq": outcome}
 
 
 def system_actor(org_id: str | None, name: str) -> Actor:

@@ -13,12 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.adapters.direct import Direct
 from service.adapters.orm import jobs
+from service.domain.jobs import RUNNABLE, JobStatus
 from service.domain.model import now
-
-# The status vocabulary of the jobs table (docs/webhooks.md):
-# queued -> in_progress -> complete | stale | denied | failed (retried later) | dead (no more tries).
-STATUSES = ("queued", "in_progress", "complete", "stale", "denied", "failed", "dead")
-RUNNABLE = ("queued", "in_progress", "failed")
 
 
 @dataclass(frozen=True)
@@ -48,12 +44,12 @@ class ClaimedJob:
 CLAIM = (
     sa.update(jobs)
     .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status.in_(RUNNABLE))
-    .values(status="in_progress", tries=jobs.c.tries + 1, started_at=sa.bindparam("at"))
+    .values(status=JobStatus.IN_PROGRESS, tries=jobs.c.tries + 1, started_at=sa.bindparam("at"))
     .returning(jobs.c.id, jobs.c.organization_id, jobs.c.function, jobs.c.args, jobs.c.tries)
 )
 FINISH = (
     sa.update(jobs)
-    .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == "in_progress")
+    .where(jobs.c.id == sa.bindparam("job_id"), jobs.c.status == JobStatus.IN_PROGRESS)
     .values(status=sa.bindparam("new_status"), result=sa.bindparam("new_result", type_=jobs.c.result.type),
             error=sa.bindparam("new_error"), finished_at=sa.bindparam("at"),
             defer_until=sa.func.coalesce(sa.bindparam("retry_at", type_=jobs.c.defer_until.type), jobs.c.defer_until))
@@ -133,10 +129,10 @@ class SqlJobStore:
                        stuck_after: timedelta | None = None) -> list[sa.Row[Any]]:
         at: datetime = now()
         cutoff = at - older_than
-        lost = [sa.and_(jobs.c.status == "queued", jobs.c.created_at < cutoff)]
+        lost = [sa.and_(jobs.c.status == JobStatus.QUEUED, jobs.c.created_at < cutoff)]
         if stuck_after is not None:
-            lost.append(sa.and_(jobs.c.status == "failed", jobs.c.defer_until < cutoff))
-            lost.append(sa.and_(jobs.c.status == "in_progress", jobs.c.started_at < at - stuck_after))
+            lost.append(sa.and_(jobs.c.status == JobStatus.FAILED, jobs.c.defer_until < cutoff))
+            lost.append(sa.and_(jobs.c.status == JobStatus.IN_PROGRESS, jobs.c.started_at < at - stuck_after))
         async with self.engine.connect() as conn:
             query = (
                 sa.select(jobs.c.id, jobs.c.function)

@@ -18,6 +18,7 @@ from service.api.errors import ApiError, unauthorized
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
+from service.domain.jobs import ABORTABLE, RETRYABLE
 from service.domain.model import Admin, now
 from service.policy import Action
 from service.views import iso
@@ -205,8 +206,8 @@ async def job_page(request: web.Request, actor: Actor, csrf: str, *, flash: str 
         return html(request, pages.message("No such job", missing.message), actor.email, 404)
     job = ops.job_detail(row)
     allowed = policy.decide(Action.OPERATE_JOBS, actor.role, False).allowed
-    shown = pages.job_page(job, csrf, allowed and row.status in ops.RETRYABLE,
-                           allowed and row.status in ops.ABORTABLE, flash=flash, error=error)
+    shown = pages.job_page(job, csrf, allowed and row.status in RETRYABLE,
+                           allowed and row.status in ABORTABLE, flash=flash, error=error)
     return html(request, shown, actor.email, status)
 
 
