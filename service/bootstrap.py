@@ -8,6 +8,7 @@ import fakeredis
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service import handlers, integrations, provisioning
 from service.adapters import db
 from service.adapters.crypto import SecretBox
 from service.adapters.direct import Direct, open_direct
@@ -19,7 +20,16 @@ from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
 from service.config import Settings
 from service.domain.commands import Actor
-from service.messagebus import MessageBus
+from service.messagebus import HandlerTable, MessageBus, UnitOfWorkFactory
+from service.ops import handlers as ops_handlers
+
+
+def handler_table() -> HandlerTable:
+    """Every command's handler, feature by feature."""
+    return {**handlers.HANDLERS, **integrations.HANDLERS, **provisioning.HANDLERS, **ops_handlers.HANDLERS}
+
+
+HANDLERS = handler_table()
 
 
 @dataclass
@@ -41,7 +51,11 @@ class Services:
 
     @property
     def bus(self) -> MessageBus:
-        return MessageBus(self.uow)
+        return self.bus_for(self.uow)
+
+    def bus_for(self, uow_factory: UnitOfWorkFactory) -> MessageBus:
+        """The message bus on units of work of one's own (the webhook worker's, per event)."""
+        return MessageBus(uow_factory, HANDLERS)
 
     async def close(self) -> None:
         await self.redis.aclose()

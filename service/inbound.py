@@ -43,7 +43,6 @@ from service.domain import commands as c
 from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, PermissionDenied
 from service.domain.model import Role, aware, normalise_email, now
 from service.handlers import validate_email
-from service.messagebus import MessageBus
 from webhooks.payloads import Delivery, Event, Subject
 
 log = logging.getLogger(__name__)
@@ -406,7 +405,7 @@ async def _apply_event(services: Services, integration: Integration, job_id: str
             async with units(integration.actor()):
                 pass  # nothing to change, but the attribute's clock still moves on
         else:
-            await MessageBus(units).handle(command)
+            await services.bus_for(units).handle(command)
     except AlreadyDone as done:
         result.outcome = done.outcome
     except StaleEvent as stale:

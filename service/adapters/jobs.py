@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.adapters.direct import Direct
 from service.adapters.orm import jobs
@@ -168,3 +168,85 @@ class DirectJobStore(SqlJobStore):
 def job_store(engine: AsyncEngine, direct: Direct | None) -> JobStore:
     """The store for the database at hand: asyncpg's own pool exists on PostgreSQL only."""
     return SqlJobStore(engine) if direct is None else DirectJobStore(engine, direct)
+
+
+def _scoped(org_id: str | None) -> list[sa.ColumnElement[bool]]:
+    """The API always passes the caller's organization; only the host's CLI may pass None."""
+    return [jobs.c.organization_id == org_id] if org_id is not None else []
+
+
+class JobRows:
+    """The jobs table as ops read and steer it, in a unit of work's transaction
+    (``service.ops.repository.JobRepository``)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, org_id: str | None, job_id: str) -> Any | None:
+        query = sa.select(jobs).where(*_scoped(org_id), jobs.c.id == job_id)
+        return (await self.session.execute(query)).one_or_none()
+
+    async def move(self, job_id: str, was: str, **values: Any) -> bool:
+        """Changes the row only if its status is still ``was``; False if someone moved it."""
+        moved = await self.session.execute(
+            sa.update(jobs).where(jobs.c.id == job_id, jobs.c.status == was).values(**values)
+        )
+        return bool(moved.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def page(self, org_id: str | None, *, status: str | None, function: str | None,
+                   since: datetime | None, after: tuple[datetime, str] | None, limit: int) -> list[Any]:
+        """Newest first; with ``after`` (created at, id), the jobs that come after that one."""
+        where = _scoped(org_id)
+        if status:
+            where.append(jobs.c.status == status)
+        if function:
+            where.append(jobs.c.function == function)
+        if since:
+            where.append(jobs.c.created_at >= since)
+        if after:
+            created, job_id = after
+            where.append(sa.or_(jobs.c.created_at < created,
+                                sa.and_(jobs.c.created_at == created, jobs.c.id < job_id)))
+        select = sa.select(jobs).where(*where).order_by(jobs.c.created_at.desc(), jobs.c.id.desc())
+        return list(await self.session.execute(select.limit(limit)))
+
+    async def status_counts(self, org_id: str | None, at: datetime, statuses: tuple[str, ...]) -> list[Any]:
+        """(function, status, deferred, count); a queued job deferred past ``at`` is counted apart."""
+        deferred = sa.and_(jobs.c.status == JobStatus.QUEUED, jobs.c.defer_until.is_not(None),
+                           jobs.c.defer_until > at)
+        query = (
+            sa.select(jobs.c.function, jobs.c.status, deferred.label("deferred"), sa.func.count())
+            .where(*_scoped(org_id), jobs.c.status.in_(statuses))
+            .group_by(jobs.c.function, jobs.c.status, deferred)
+        )
+        return list(await self.session.execute(query))
+
+    async def oldest_ready(self, org_id: str | None, at: datetime) -> list[tuple[str, Any]]:
+        """Per function, when its oldest queued job ready by ``at`` became ready."""
+        ready = sa.func.coalesce(jobs.c.defer_until, jobs.c.created_at)
+        query = (
+            sa.select(jobs.c.function, sa.func.min(ready))
+            .where(*_scoped(org_id), jobs.c.status == JobStatus.QUEUED, ready <= at)
+            .group_by(jobs.c.function)
+        )
+        return [(function, oldest) for function, oldest in await self.session.execute(query)]
+
+    async def completed(self, org_id: str | None, at: datetime, windows: tuple[timedelta, ...]) -> list[Any]:
+        """Per function, the jobs completed within each window before ``at`` (the widest bounds the scan)."""
+        counts = [sa.func.sum(sa.case((jobs.c.finished_at >= at - span, 1), else_=0)) for span in windows]
+        query = (
+            sa.select(jobs.c.function, *counts)
+            .where(*_scoped(org_id), jobs.c.status == JobStatus.COMPLETE, jobs.c.finished_at >= at - max(windows))
+            .group_by(jobs.c.function)
+        )
+        return list(await self.session.execute(query))
+
+    async def first_tries_completed(self, org_id: str | None, since: datetime, limit: int) -> list[Any]:
+        """The newest first tries completed since ``since``: function, created_at, defer_until, started_at."""
+        query = (
+            sa.select(jobs.c.function, jobs.c.created_at, jobs.c.defer_until, jobs.c.started_at)
+            .where(*_scoped(org_id), jobs.c.status == JobStatus.COMPLETE, jobs.c.finished_at >= since,
+                   jobs.c.tries == 1, jobs.c.started_at.is_not(None))
+            .order_by(jobs.c.finished_at.desc()).limit(limit)
+        )
+        return list(await self.session.execute(query))

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import insights, notifications
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
+from service.adapters.jobs import JobRows
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT, Queue
 from service.adapters.repository import Admins, Organizations, Rows, Users
 from service.adapters.sessions import SessionStore
@@ -58,6 +59,7 @@ class UnitOfWork:
         self.mail = Rows(self.session, orm.mail_outbox)
         self.events = []
         self._new_jobs = []
+        self.jobs = JobRows(self.session)
         return self
 
     async def __aexit__(
