@@ -13,6 +13,7 @@ from service.adapters.arq_jobs import arq_state
 from service.adapters.crypto import constant_time_equal
 from service.api import inputs
 from service.api import ops_pages as pages
+from service.api.api_keys import actor_for_api_key
 from service.api.auth import current_session
 from service.api.context import actor_of, services_of
 from service.api.errors import ApiError, unauthorized
@@ -106,8 +107,6 @@ async def authorize_scrape(request: web.Request, services: Services) -> None:
     key = request.headers.get("x-api-key", "")
     if not key:
         raise unauthorized("an ops API key (x-api-key) or the scrape bearer token is required")
-    from service.api.app import actor_for_api_key  # the app module imports this one
-
     actor = await actor_for_api_key(services, key, request)
     policy.authorize(Action.READ_JOBS, actor.role)
 
