@@ -39,11 +39,11 @@ from service.adapters import orm
 from service.adapters.jobs import ClaimedJob, JobOutcome
 from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services
+from service.deliveries import Delivery, Event, Subject
 from service.domain import commands as c
 from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, PermissionDenied
 from service.domain.model import Role, aware, normalise_email, now
 from service.handlers import validate_email
-from webhooks.payloads import Delivery, Event, Subject
 
 log = logging.getLogger(__name__)
 
