@@ -12,8 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.api.inputs import UNSTORABLE, strict_json, unstorable_text
 from service.deliveries import SUBJECT_KEYS, Delivery, Event, Subject
+from service.http.inputs import UNSTORABLE, strict_json, unstorable_text
 
 HR_TYPES = frozenset({
     "employee.terminated", "employee.suspended", "employee.leave_started", "employee.returned",

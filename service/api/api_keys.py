@@ -10,10 +10,10 @@ from aiohttp import web
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
-from service.api.errors import unauthorized
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import as_utc, now
+from service.http.errors import unauthorized
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 

@@ -13,11 +13,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.api import auth, edge, health, insights, jobs, management, openapi, ops, signin
 from service.api.api_keys import actor_for_api_key
-from service.api.context import ACTOR, SERVICES, services_of
-from service.api.errors import error_body, to_response, unauthorized
 from service.api.idempotency import idempotency_middleware
 from service.bootstrap import Services
 from service.domain.errors import DomainError
+from service.http.context import ACTOR, SERVICES, services_of
+from service.http.errors import error_body, to_response, unauthorized
 from service.logging import log_error, request_log_middleware, route_of
 from service.metrics import metrics_middleware
 from service.web import setup as setup_pages

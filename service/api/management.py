@@ -13,11 +13,11 @@ from aiohttp import web
 
 from service import handlers, integrations, policy, views
 from service.adapters import orm
-from service.api import inputs
-from service.api.context import actor_of, services_of
-from service.api.errors import bad_request
 from service.domain import commands as c
 from service.domain.model import PasswordAuthority, Role, UserState
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import bad_request
 from service.policy import Action
 
 routes = web.RouteTableDef()

@@ -11,17 +11,17 @@ from markupsafe import Markup
 from service import metrics, policy
 from service.adapters.arq_jobs import arq_state
 from service.adapters.crypto import constant_time_equal
-from service.api import inputs
 from service.api import ops_pages as pages
 from service.api.api_keys import actor_for_api_key
 from service.api.auth import current_session
-from service.api.context import actor_of, services_of
-from service.api.errors import ApiError, unauthorized
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.jobs import ABORTABLE, RETRYABLE, JobStatus
 from service.domain.model import Admin, now
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import ApiError, unauthorized
 from service.ops import actions as ops_actions
 from service.ops import views as ops
 from service.policy import Action

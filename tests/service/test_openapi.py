@@ -19,9 +19,9 @@ from openapi_spec_validator import validate
 from service.adapters.sessions import Session
 from service.api import openapi
 from service.api.app import create_app
-from service.api.context import SERVICES
 from service.bootstrap import Services
 from service.domain.model import MfaEnrollment, PasswordAuthority, Role, UserState
+from service.http.context import SERVICES
 from service.policy import Action
 from tests.conftest import Api, Org, enroll_totp_as_the_user
 from tests.service.test_scim_support import scim_integration
@@ -32,8 +32,8 @@ METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 CORE_MODULES = ("service.api.management", "service.api.auth", "service.api.health", "service.api.openapi")
 # Where the management API, portal sessions and their shared layers raise their stable codes.
 CODE_SOURCES = (
-    "service/handlers.py", "service/integrations.py", "service/domain", "service/api/inputs.py",
-    "service/api/errors.py", "service/api/idempotency.py", "service/api/management.py", "service/api/auth.py",
+    "service/handlers.py", "service/integrations.py", "service/domain", "service/http/inputs.py",
+    "service/http/errors.py", "service/api/idempotency.py", "service/api/management.py", "service/api/auth.py",
 )
 RAISED_CODE = re.compile(
     r'(?:Conflict|InvalidRequest|NotFound|Forbidden|bad_request|__init__|ApiError\(\s*\d+\s*,)\s*\(?\s*"([a-z_]+)"'
