@@ -28,7 +28,7 @@ from service.adapters import db, orm
 from service.adapters.queue import embedded_pool, redis_pool
 from service.adapters.repository import Users
 from service.adapters.sessions import Session
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services, build
 from service.domain import commands as c
 from service.domain.model import Role, new_id

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from service.adapters import orm
 from service.adapters.direct import open_direct
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import new_id, now
 from service.logging import DatabaseErrorFilter, JsonFormatter, TextFormatter

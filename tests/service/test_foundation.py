@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from service import cli, config
 from service.adapters import db, orm
 from service.adapters.crypto import token_hash
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services, build
 from tests.conftest import TEST_DATABASE_URL, free_port
 

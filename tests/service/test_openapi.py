@@ -18,7 +18,7 @@ from openapi_spec_validator import validate
 
 from service.adapters.sessions import Session
 from service.api import openapi
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import MfaEnrollment, PasswordAuthority, Role, UserState
 from service.http.context import SERVICES
@@ -125,7 +125,7 @@ def test_enumerations_match_the_code() -> None:
 
 
 def test_api_key_operations_declare_the_key_and_its_refusal() -> None:
-    """Every request under /api/ and /insights/ passes the API-key check first (service.api.app)."""
+    """Every request under /api/ and /insights/ passes the API-key check first (service.app)."""
     wrong = []
     for path, item in openapi.document()["paths"].items():
         if not path.startswith(("/api/", "/insights/")):
@@ -150,7 +150,7 @@ def test_every_error_code_raised_is_documented() -> None:
 
 
 def family_content_type(path: str) -> str:
-    """How each part of the API answers errors (service.api.edge answers in the same way)."""
+    """How each part of the API answers errors (service.edge answers in the same way)."""
     if path.startswith("/scim/"):
         return "application/scim+json"
     return "text/html" if path.startswith("/ops/") else "application/json"

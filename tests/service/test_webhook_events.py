@@ -19,7 +19,7 @@ from service.adapters import db, orm
 from service.adapters.direct import open_direct
 from service.adapters.queue import Queue, deserialize, serialize
 from service.adapters.sessions import Session
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import Role
 from service.inbound import apply

@@ -1,5 +1,6 @@
-"""The aiohttp application: middlewares for errors, API-key authentication and idempotency,
-and the route tables of each part of the API."""
+"""The aiohttp application: middlewares for errors, API-key authentication and idempotency, and
+the route tables of every HTTP entrypoint (the API, the portals' pages, the webhook receivers and
+the SCIM server): the one module that brings them together."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.api import auth, edge, health, insights, jobs, management, openapi, ops, signin
+from service import edge
+from service.api import auth, health, insights, jobs, management, openapi, ops, signin
 from service.api.api_keys import actor_for_api_key
 from service.api.idempotency import idempotency_middleware
 from service.bootstrap import Services
