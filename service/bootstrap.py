@@ -44,7 +44,9 @@ class Services:
     sessions: SessionStore
     mailer: Mailer
     jobs: JobStore
-    direct: Direct | None = None  # asyncpg itself, for the hot statements on PostgreSQL (adapters.direct)
+    # asyncpg itself on PostgreSQL (adapters.direct): for adapters only (the job store holds its own);
+    # the receiver's and the webhook worker's statements still reach it here until they move to adapters.
+    direct: Direct | None = None
 
     def uow(self, actor: Actor) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.queue, self.sessions, self.box, actor)
