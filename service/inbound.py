@@ -42,13 +42,12 @@ from service.adapters.jobs import ClaimedJob, JobOutcome, backoff
 from service.adapters.unit_of_work import UnitOfWork
 from service.adapters.webhook_batch import Clock, ClockKey, EventUnitOfWork, WebhookBatch, Writes, claim_next
 from service.bootstrap import Services
+from service.deliveries import Delivery, Event, Subject
 from service.domain import commands as c
 from service.domain.errors import DomainError, InvalidRequest, NotFound, PermissionDenied
 from service.domain.model import Role, aware, normalise_email, now
 from service.handlers import validate_email
 from service.logging import correlated, log_error
-from service.messagebus import MessageBus
-from webhooks.payloads import Delivery, Event, Subject
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +476,7 @@ async def _run_batch(services: Services, batch: WebhookBatch, integration: Integ
             await batch.begin_segment()
             start = i
         failed = any(r is not None and r.failure for r in runs[first_of_job[job.id]:i])
-        ran = None if failed else await _run_event(batch, integration, job, event)
+        ran = None if failed else await _run_event(services, batch, integration, job, event)
         if ran is not None and ran.undo:
             await batch.undo_segment()
             await batch.begin_segment()
@@ -494,7 +493,7 @@ async def _run_batch(services: Services, batch: WebhookBatch, integration: Integ
         i += 1
 
 
-async def _run_event(batch: WebhookBatch, integration: Integration, job: ClaimedJob,
+async def _run_event(services: Services, batch: WebhookBatch, integration: Integration, job: ClaimedJob,
                      event: dict[str, Any]) -> Ran:
     result = EventResult(event["seq"], event["type"], event.get("user_id"), "applied")
     if event.get("skipped"):
@@ -516,7 +515,7 @@ async def _run_event(batch: WebhookBatch, integration: Integration, job: Claimed
     try:
         command = await command_for(batch.unit, integration, event)
         if command is not None:
-            await MessageBus(units).handle(command)
+            await services.bus_for(units).handle(command)
         if units.first is not None and not units.first.committed:
             await units.first.commit()  # a handler that found nothing to change
     except DomainError as refusal:

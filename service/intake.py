@@ -30,9 +30,9 @@ from service import inbound, metrics
 from service.adapters import direct, orm
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT
 from service.bootstrap import Services
+from service.deliveries import Delivery
 from service.domain.model import new_id, normalise_email, now
 from service.logging import log_error
-from webhooks.payloads import Delivery
 
 log = logging.getLogger(__name__)
 

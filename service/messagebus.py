@@ -6,33 +6,27 @@ is rolled back with everything else, then recorded in its own transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from service import integrations, ops, provisioning
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, DomainError
-from service.handlers import admins, keys, mfa, organizations, users
 from service.handlers.common import Handler
 from service.unit_of_work import UnitOfWork
 
-HANDLERS: dict[type[Command], Handler] = {
-    **users.HANDLERS, **mfa.HANDLERS, **keys.HANDLERS, **admins.HANDLERS, **organizations.HANDLERS,
-    **integrations.HANDLERS, **provisioning.HANDLERS,
-    **ops.HANDLERS,  # type: ignore[dict-item]  # the job handlers still take the SQLAlchemy unit of work
-}
-
 UnitOfWorkFactory = Callable[[Actor], UnitOfWork]
+HandlerTable = Mapping[type[Command], Handler]  # built by bootstrap, which knows every feature
 
 
 class MessageBus:
-    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+    def __init__(self, uow_factory: UnitOfWorkFactory, handlers: HandlerTable) -> None:
         self.uow_factory = uow_factory
+        self.handlers = handlers
 
     async def handle(self, command: Command) -> Any:
-        handler = HANDLERS[type(command)]
+        handler = self.handlers[type(command)]
         try:
             async with self.uow_factory(command.actor) as uow:
                 return await handler(command, uow)

@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from service.adapters import orm
+from service.domain.jobs import RUNNABLE
 from service.logging import log_error, route_of
 
 if TYPE_CHECKING:
@@ -318,11 +319,10 @@ def _cumulative(per_bucket: dict[str, float], bounds: tuple[float, ...]) -> list
 async def snapshot(services: Services) -> Snapshot:
     raw: dict[Any, Any] = await services.redis.hgetall(JOBS_KEY)  # type: ignore[misc]
     jobs = orm.jobs
-    waiting = ("queued", "in_progress", "failed")
     async with services.session_factory() as session:
         rows = await session.execute(
             sa.select(jobs.c.function, jobs.c.status, sa.func.count())
-            .where(jobs.c.status.in_(waiting)).group_by(jobs.c.function, jobs.c.status)
+            .where(jobs.c.status.in_(RUNNABLE)).group_by(jobs.c.function, jobs.c.status)
         )
         depth = {(r[0], r[1]): int(r[2]) for r in rows}
     length = await services.redis.zcard(services.settings.queue_name)

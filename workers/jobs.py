@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from arq import Retry
 
-from service import metrics, ops
+from service import metrics
 from service.adapters import orm
+from service.adapters.arq_jobs import clear_arq_leftovers
 from service.adapters.jobs import ClaimedJob, JobOutcome, backoff
 from service.bootstrap import Services
 from service.domain.model import now
@@ -99,7 +100,7 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> int:
     stranded = await services.jobs.stranded(older_than=timedelta(seconds=30), stuck_after=stuck_after)
     # A job retried where this Redis could not be reached (the CLI beside an embedded queue) still
     # has its last run's result here, and arq would refuse its id while it is kept.
-    await ops.clear_arq_leftovers(services.redis, *[job.id for job in stranded])
+    await clear_arq_leftovers(services.redis, *[job.id for job in stranded])
     await services.queue.enqueue_rows([(job.function, job.id) for job in stranded])
     if stranded:
         await services.jobs.mark_enqueued([job.id for job in stranded])

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import insights, notifications
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
+from service.adapters.jobs import JobRows
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT, Queue
 from service.adapters.repository import (
     Admins,
@@ -80,6 +81,7 @@ class UnitOfWork:
         self.outbox = Outbox(self.session)
         self.events = []
         self._new_jobs = []
+        self.jobs = JobRows(self.session)
         return self
 
     async def __aexit__(

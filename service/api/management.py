@@ -13,12 +13,12 @@ from aiohttp import web
 
 from service import integrations, policy, views
 from service.adapters import orm
-from service.api import inputs
-from service.api.context import actor_of, services_of
-from service.api.errors import bad_request
 from service.domain import commands as c
 from service.domain.model import PasswordAuthority, Role, UserState
 from service.handlers.common import load_admin, load_user
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import bad_request
 from service.policy import Action
 
 routes = web.RouteTableDef()

@@ -17,12 +17,12 @@ from aiohttp import web
 
 from service.adapters.mfa.duo import DuoGateway
 from service.adapters.sessions import Session
-from service.api import inputs
 from service.api.auth import PORTAL_COOKIES, USER_COOKIE, bearer_token, current_session
-from service.api.context import actor_of, services_of
-from service.api.errors import bad_request, error_body
 from service.domain.errors import DomainError
 from service.domain.model import Admin, User
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import bad_request, error_body
 from service.signin import devices, duo_settings, known_devices, passwords
 from service.signin.challenges import ADMIN_LOGIN, STEP_UP, USER_LOGIN
 from service.signin.enrollment import Enrollment

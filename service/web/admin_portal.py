@@ -20,13 +20,13 @@ from aiohttp import web
 from service import policy, views
 from service.adapters.sessions import Session
 from service.api.auth import COOKIE, current_session
-from service.api.context import services_of
-from service.api.errors import ApiError
 from service.domain import commands as c
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.model import Admin, Role
 from service.handlers.common import load_user_and_admin
+from service.http.context import services_of
+from service.http.errors import ApiError
 from service.policy import Action
 from service.signin import passwords
 from service.signin.challenges import ADMIN_LOGIN

@@ -20,10 +20,10 @@ from aiohttp import web
 
 from service.adapters.crypto import constant_time_equal
 from service.api.auth import PORTAL_COOKIES
-from service.api.context import services_of
-from service.api.errors import ApiError, status_for
-from service.api.inputs import unstorable_text
 from service.domain.errors import DomainError
+from service.http.context import services_of
+from service.http.errors import ApiError, status_for
+from service.http.inputs import unstorable_text
 from service.signin.errors import RateLimited, Unavailable
 
 CSRF_COOKIE = "adminlink_csrf"

@@ -18,12 +18,12 @@ from markupsafe import Markup
 
 from service.adapters.repository import Admins
 from service.adapters.sessions import Session
-from service.api import inputs
 from service.api.auth import USER_COOKIE, current_session
-from service.api.context import services_of
-from service.api.errors import ApiError
 from service.domain.errors import DomainError
 from service.domain.model import User
+from service.http import inputs
+from service.http.context import services_of
+from service.http.errors import ApiError
 from service.signin import passwords
 from service.signin.challenges import STEP_UP, USER_LOGIN
 from service.signin.enrollment import Enrollment

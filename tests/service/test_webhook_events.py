@@ -19,7 +19,7 @@ from service.adapters import db, orm
 from service.adapters.direct import open_direct
 from service.adapters.queue import Queue, deserialize, serialize
 from service.adapters.sessions import Session
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import Role
 from service.inbound import apply_batch
@@ -330,7 +330,8 @@ async def test_database_down_answers_503(api: Api, services: Services, aiohttp_c
     hr = await sender(api, "hr")
     broken = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/adminlink.db")
     # On PostgreSQL the receiver writes through asyncpg itself: that pool points nowhere too.
-    broken_direct = services.direct and await open_direct(f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
+    on_postgresql = services.engine.dialect.name == "postgresql"
+    broken_direct = await open_direct(f"postgresql://postgres@127.0.0.1:{free_port()}/gone") if on_postgresql else None
     down = dataclasses.replace(services, engine=broken, session_factory=db.session_factory(broken),
                                direct=broken_direct)
     client = await aiohttp_client(create_app(down))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from service import inbound, metrics
 from service.adapters import orm
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from tests.conftest import Api, Org
 from tests.service.test_webhook_events import without_redis
