@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from service import config, insights_query
+from service import config, insights_query, metrics
 from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services, build
 from service.domain.errors import InvalidRequest
@@ -202,14 +202,29 @@ async def jobs_abort(services: Services, args: argparse.Namespace) -> int:
 async def jobs_stats(services: Services, args: argparse.Namespace) -> int:
     async with operator_uow(services, args) as uow:
         stats = await ops.queue_stats(uow.jobs, args.org, now())
+    await _add_batch_sizes(services, stats)
     text = table(
-        ("QUEUE", "QUEUED", "RUNNING", "DEFERRED", "FAILED", "DEAD", "OLDEST(s)", "DONE 1m/5m/15m", "WAIT p50/p99(s)"),
+        ("QUEUE", "QUEUED", "RUNNING", "DEFERRED", "FAILED", "DEAD", "OLDEST(s)", "DONE 1m/5m/15m", "WAIT p50/p99(s)",
+         "BATCHES", "BATCH avg"),
         [(q["queue"], q["queued"], q["in_progress"], q["deferred"], q["failed"], q["dead"],
           q["oldest_queued_age_seconds"], "/".join(str(q["completed"][w]) for w in ops.WINDOWS),
-          "/".join(shown(q["time_in_queue_seconds"][p]) for p in ("p50", "p99"))) for q in stats],
+          "/".join(shown(q["time_in_queue_seconds"][p]) for p in ("p50", "p99")),
+          q["batches"]["count"], q["batches"]["mean_size"]) for q in stats],
     )
     emit(args, {"queues": stats}, text if stats else "no jobs")
     return 0
+
+
+async def _add_batch_sizes(services: Services, stats: list[dict[str, Any]]) -> None:
+    """How many batches each queue's jobs ran in (webhook events are applied in batches) and
+    their mean size, from the workers' counters in Redis (none when the CLI cannot reach it)."""
+    try:
+        totals = metrics.parse_job_totals(await services.redis.hgetall(metrics.JOBS_KEY))  # type: ignore[misc]
+    except Exception:  # noqa: BLE001 (the workers' Redis unreachable: the table says –)
+        totals = metrics.JobTotals()
+    for queue in stats:
+        count, jobs = totals.batches(queue["queue"])
+        queue["batches"] = {"count": count or None, "mean_size": round(jobs / count, 1) if count else None}
 
 
 JOB_COMMANDS = {"list": jobs_list, "show": jobs_show, "retry": jobs_retry, "abort": jobs_abort, "stats": jobs_stats}

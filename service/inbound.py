@@ -23,6 +23,7 @@ Each event stands alone: one that is refused or fails is undone alone and gets i
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import logging
@@ -47,7 +48,7 @@ from service.domain import commands as c
 from service.domain.errors import DomainError, InvalidRequest, NotFound, PermissionDenied
 from service.domain.model import Role, aware, normalise_email, now
 from service.handlers import validate_email
-from service.logging import correlated, log_error
+from service.logging import correlated, in_batch, log_error
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +433,7 @@ async def apply_batch(services: Services, jobs: list[ClaimedJob]) -> dict[str, s
     row ended in (a row another worker claimed since is left to it)."""
     started = time.perf_counter()
     batch = WebhookBatch(services.session_factory, services.queue, services.sessions, services.box, jobs)
-    with correlated("batch", batch_id(jobs)):
+    with in_batch(batch_id(jobs)):
         async with batch:
             if not batch.jobs:
                 return {}
@@ -446,7 +447,10 @@ async def apply_batch(services: Services, jobs: list[ClaimedJob]) -> dict[str, s
                 await _run_batch(services, batch, _integration(row._mapping))
             kept = await batch.commit()
         ended = {row["job_id"]: row["new_status"] for row in kept.finished}
-        await metrics.record_batch(services.redis, APPLY_FUNCTION, list(ended.values()), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        log.info("webhook batch of %d jobs applied in %.1f ms", len(ended), seconds * 1000,
+                 extra={"batch_size": len(ended), "statuses": dict(collections.Counter(ended.values()))})
+        await metrics.record_batch(services.redis, APPLY_FUNCTION, list(ended.values()), seconds)
     return ended
 
 
@@ -476,7 +480,8 @@ async def _run_batch(services: Services, batch: WebhookBatch, integration: Integ
             await batch.begin_segment()
             start = i
         failed = any(r is not None and r.failure for r in runs[first_of_job[job.id]:i])
-        ran = None if failed else await _run_event(services, batch, integration, job, event)
+        with correlated("job", job.id):
+            ran = None if failed else await _run_event(services, batch, integration, job, event)
         if ran is not None and ran.undo:
             await batch.undo_segment()
             await batch.begin_segment()

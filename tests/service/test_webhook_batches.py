@@ -6,10 +6,12 @@ and retry; a database error no event explains falls back to one job at a time.""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp.test_utils import TestClient
 from sqlalchemy.exc import OperationalError
 
 from service import inbound, metrics
@@ -17,7 +19,9 @@ from service.adapters import orm
 from service.adapters.webhook_batch import WebhookBatch, Writes
 from service.bootstrap import Services
 from service.domain.model import Role
+from service.logging import JsonFormatter
 from tests.conftest import Api, Org
+from tests.service.test_ops_cli import in_process
 from tests.service.test_webhook_support import (  # clean_jobs: an autouse fixture
     Sender,
     bamboo_headers,
@@ -161,3 +165,46 @@ async def test_a_database_error_no_event_explains_applies_the_batch_one_job_at_a
     assert [(await job_row(services, j)).status for j in jobs] == ["complete"] * 3
     assert [await state(api, u) for u in users] == ["SUSPENDED"] * 3
     assert len(await records(services, org.id, event_type="user_suspended")) == 3
+
+
+class Lines(logging.Handler):
+    """Log lines formatted as they are written (the batch's marks are read then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+        self.formatter = JsonFormatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+async def test_operators_see_batches_in_metrics_logs_and_stats(api: Api, services: Services, org: Org,
+                                                               client: TestClient) -> None:
+    users = [await api.user(mfa=False) for _ in range(3)]
+    hr = await sender(api, "hr")
+    jobs = [await hr.accepted(event("employee.terminated", email=u["email"])) for u in users]
+    lines, logger = Lines(), logging.getLogger("service.inbound")
+    logger.addHandler(lines)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        await drained(services, org, hr, 3)
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+
+    [told] = [line for line in lines.lines if line["msg"].startswith("webhook batch of 3 jobs applied")]
+    assert told["batch_id"] == f"{jobs[0]}+3" and told["batch_size"] == 3
+    response = await client.get("/metrics", headers={"x-api-key": api.key})
+    text = await response.text()
+    assert response.status == 200
+    wanted = 'adminlink_job_batch_size_count{function="apply_webhook"}'
+    [count] = [line for line in text.splitlines() if line.startswith(wanted)]
+    assert float(count.split()[-1]) >= 1
+    out = json.loads(await in_process(services.settings, "jobs", "stats", "--org", org.id, "--json"))
+    [webhooks] = [q for q in out["queues"] if q["queue"] == "apply_webhook"]
+    if services.settings.redis_url:  # the CLI reads the workers' counters in the same Redis
+        assert webhooks["batches"]["count"] >= 1 and webhooks["batches"]["mean_size"] >= 1
+    else:  # an embedded Redis is the process's own: the CLI cannot see the workers' counters
+        assert webhooks["batches"] == {"count": None, "mean_size": None}
