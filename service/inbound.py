@@ -392,11 +392,13 @@ def drain_job(integration: Integration) -> tuple[str, tuple[str, str]]:
             (integration.organization_id, integration.id))
 
 
-async def drain(services: Services, organization_id: str, integration_id: str) -> int:
+async def drain(services: Services, organization_id: str, integration_id: str, *, lapsed: bool = False) -> int:
     """One batch of the integration's waiting events: claimed, applied, committed. Answers how
-    many jobs it took (0: none was waiting)."""
+    many jobs it took (0: none was waiting). ``lapsed``: the rows a dead worker had claimed (in
+    progress for longer than ``ADMINLINK_JOB_TIMEOUT``), which a drain takes first."""
+    lapse = timedelta(seconds=services.settings.job_timeout) if lapsed else None
     jobs = await claim_next(services.single_statements, APPLY_FUNCTION, organization_id, integration_id,
-                            services.settings.webhook_batch_max, timedelta(seconds=services.settings.job_timeout))
+                            services.settings.webhook_batch_max, lapse)
     if jobs:
         await apply_claimed(services, jobs)
     return len(jobs)

@@ -29,7 +29,10 @@ async def _drain_webhooks(ctx: dict[str, Any], organization_id: str, integration
     services: Services = ctx["services"]
     metrics.counted_by_batch(ctx)
     ends_at = time.monotonic() + services.settings.job_timeout * DRAIN_SHARE_OF_TIMEOUT
+    # First what a dead worker left claimed (its claim lapsed), then what waits.
     applied = 0
+    while taken := await inbound.drain(services, organization_id, integration_id, lapsed=True):
+        applied += taken
     while True:
         taken = await inbound.drain(services, organization_id, integration_id)
         applied += taken

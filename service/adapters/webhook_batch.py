@@ -82,24 +82,43 @@ class Writes:
 # --- statements, built once ---------------------------------------------------------------------
 
 _jobs = orm.jobs
-_CANDIDATES = (
-    sa.select(_jobs.c.id)
-    .where(_jobs.c.organization_id == sa.bindparam("org"), _jobs.c.function == sa.bindparam("job_function"),
-           sa.or_(_jobs.c.status == "queued",
-                  # claimed by a worker that died: its claim is older than a run may last
-                  sa.and_(_jobs.c.status == "in_progress", _jobs.c.started_at < sa.bindparam("lapsed"))),
-           _jobs.c.args["integration_id"].as_string() == sa.bindparam("integration"))
-    .order_by(_jobs.c.created_at, _jobs.c.id)
-    .limit(sa.bindparam("limit"))
-    .with_for_update(skip_locked=True)
-)
-CLAIM_NEXT = (
-    sa.update(_jobs)
-    .where(_jobs.c.id.in_(_CANDIDATES.scalar_subquery()))
-    .values(status="in_progress", tries=_jobs.c.tries + 1, started_at=sa.bindparam("at"))
-    .returning(_jobs.c.id, _jobs.c.organization_id, _jobs.c.function, _jobs.c.args, _jobs.c.tries,
-               _jobs.c.created_at)
-)
+
+
+# The integration of a row (in its arguments), written as migration 0006's index has it on
+# PostgreSQL, the key in the statement itself: a bound key would not match the index.
+INTEGRATION_OF_ROW = {
+    "postgresql": _jobs.c.args.op("->>", return_type=sa.String())(sa.literal_column("'integration_id'")),
+    "sqlite": sa.func.json_extract(_jobs.c.args, sa.literal_column("'$.integration_id'"), type_=sa.String()),
+}
+
+
+def _claim(dialect: str, waiting: sa.ColumnElement[bool]) -> Any:
+    """Marks in progress the oldest ``waiting`` rows of an integration, skipping rows that other
+    workers hold. On PostgreSQL the waiting ones come in order from migration 0006's index, so the
+    scan stops at the limit however long the backlog."""
+    candidates = (
+        sa.select(_jobs.c.id)
+        .where(_jobs.c.organization_id == sa.bindparam("org"), waiting,
+               _jobs.c.function == sa.bindparam("job_function"),
+               INTEGRATION_OF_ROW[dialect] == sa.bindparam("integration"))
+        .order_by(_jobs.c.created_at, _jobs.c.id)
+        .limit(sa.bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        sa.update(_jobs)
+        .where(_jobs.c.id.in_(candidates.scalar_subquery()))
+        .values(status="in_progress", tries=_jobs.c.tries + 1, started_at=sa.bindparam("at"))
+        .returning(_jobs.c.id, _jobs.c.organization_id, _jobs.c.function, _jobs.c.args, _jobs.c.tries,
+                   _jobs.c.created_at)
+    )
+
+
+CLAIM_QUEUED = {dialect: _claim(dialect, _jobs.c.status == "queued") for dialect in INTEGRATION_OF_ROW}
+# Claimed by a worker that died: the claim is older than a run may last.
+CLAIM_LAPSED = {dialect: _claim(dialect, sa.and_(_jobs.c.status == "in_progress",
+                                                 _jobs.c.started_at < sa.bindparam("lapsed")))
+                for dialect in INTEGRATION_OF_ROW}
 # The claimed rows, locked for the batch's transaction; a row claimed again meanwhile has more tries.
 LOCK_CLAIMED = (
     sa.select(_jobs.c.id, _jobs.c.tries)
@@ -163,14 +182,19 @@ INSERT_MAIL = orm.mail_outbox.insert()
 
 
 async def claim_next(engine: AsyncEngine, function: str, organization_id: str, integration_id: str, limit: int,
-                     lapse: timedelta) -> list[ClaimedJob]:
+                     lapse: timedelta | None = None) -> list[ClaimedJob]:
     """Up to ``limit`` waiting rows of the integration, oldest first, marked in progress (one
-    statement, committed on its own): rows other workers hold are skipped, not waited for."""
+    statement, committed on its own): rows other workers hold are skipped, not waited for. With
+    ``lapse``, the rows whose claim is older than that instead (their worker died)."""
     at = now()
+    params = {"org": organization_id, "job_function": function, "integration": integration_id, "limit": limit,
+              "at": at}
     async with engine.connect() as conn:
-        rows = list(await conn.execute(CLAIM_NEXT, {
-            "org": organization_id, "job_function": function, "integration": integration_id, "limit": limit,
-            "lapsed": at - lapse, "at": at}))
+        dialect = conn.dialect.name
+        if lapse is None:
+            rows = list(await conn.execute(CLAIM_QUEUED[dialect], params))
+        else:
+            rows = list(await conn.execute(CLAIM_LAPSED[dialect], {**params, "lapsed": at - lapse}))
     rows.sort(key=lambda row: (_aware(row.created_at), row.id))
     return [ClaimedJob(row.id, row.organization_id, row.function, row.args, row.tries) for row in rows]
 
