@@ -225,10 +225,10 @@ async def saturated(stack: Stack, count: int, users: int) -> dict[str, Any]:
         rows = await settled_rows(services, target.organization_id, ingest.statuses.get(202, 0), within=600)
     finally:
         await services.close()
-    cpu = meter.ms_each(sum(r.finished_at >= ready for r in rows))
+    cpu = meter.ms_each(sum(aware(r.finished_at) >= ready for r in rows))
     worker.terminate()
     await forget_queued_jobs(stack, target.organization_id)
-    first, last = min(r.started_at for r in rows), max(r.finished_at for r in rows)
+    first, last = min(aware(r.started_at) for r in rows), max(aware(r.finished_at) for r in rows)
     return {"name": "adminlink worker, saturated", "events": len(rows), "recorded": dict(ingest.statuses),
             "per_second": round(len(rows) / (last - first).total_seconds(), 1), "cpu_ms_per_event": cpu,
             "job_statuses": {s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})}}
@@ -281,7 +281,7 @@ async def burst(stack: Stack, count: int, users: int) -> dict[str, Any]:
         await services.close()
     cpu = meter.ms_each(len(rows))
     serve.terminate()
-    last = max(r.finished_at for r in rows)
+    last = max(aware(r.finished_at) for r in rows)
     return {"name": "adminlink serve (SQLite), burst", "events": len(rows), "recorded": dict(ingest.statuses),
             "received_per_second": round(ingest.per_second, 1),
             "per_second": round(len(rows) / (last - started).total_seconds(), 1), "cpu_ms_per_event": cpu,
@@ -324,6 +324,11 @@ async def settled_rows(services: Any, org_id: str, expected: int, within: float 
             await session.rollback()  # each count sees the commits since the last one
         return list(await session.execute(sa.select(jobs.c.id, jobs.c.status, jobs.c.started_at,
                                                     jobs.c.finished_at).where(*mine, settled)))
+
+
+def aware(moment: datetime) -> datetime:
+    """A stored moment in UTC (SQLite gives it back without its zone)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def checkouts(ref: str) -> list[tuple[str, Path]]:
