@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fakeredis
 from arq.connections import ArqRedis
@@ -18,6 +18,7 @@ from service.adapters.orm import start_mappers
 from service.adapters.queue import Queue, embedded_pool, redis_pool
 from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
+from service.adapters.webhook_intake import DeliveryStore, IntegrationCache
 from service.config import Settings
 from service.domain.commands import Actor
 from service.handlers import admins, keys, mfa, organizations, users
@@ -47,8 +48,10 @@ class Services:
     sessions: SessionStore
     mailer: Mailer
     jobs: JobStore
-    # asyncpg itself on PostgreSQL (adapters.direct): for adapters only (the job store holds its own);
-    # the receiver's and the webhook worker's statements still reach it here until they move to adapters.
+    deliveries: DeliveryStore  # the webhook receiver's reads and writes (adapters.webhook_intake)
+    # Integrations as this process's receivers last read them (a few seconds).
+    integrations_seen: IntegrationCache = field(default_factory=IntegrationCache)
+    # asyncpg itself on PostgreSQL (adapters.direct), closed with the services; only adapters use it.
     direct: Direct | None = None
 
     def uow(self, actor: Actor) -> UnitOfWork:
@@ -95,5 +98,6 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         sessions=SessionStore(redis, settings.session_idle_seconds),
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
         jobs=job_store(single_statements, direct),
+        deliveries=DeliveryStore(engine, single_statements, direct),
         direct=direct,
     )

@@ -34,14 +34,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
-
 from service import metrics
-from service.adapters import orm
 from service.adapters.jobs import ClaimedJob, JobOutcome, backoff
 from service.adapters.unit_of_work import UnitOfWork
 from service.adapters.webhook_batch import Clock, ClockKey, EventUnitOfWork, WebhookBatch, Writes, claim_next
+from service.adapters.webhook_intake import DATABASE_DOWN, DeliveryWrites, KnownEmails
 from service.bootstrap import Services
 from service.deliveries import Delivery, Event, Subject
 from service.domain import commands as c
@@ -122,71 +119,34 @@ def attribute_of(event_type: str) -> str:
 # --- receiving --------------------------------------------------------------------------------
 
 
-class IntegrationCache:
-    """Integrations as receivers last read them, for a few seconds, so a delivery costs one
-    database transaction, not two. A signature that fails against a cached entry is checked
-    again against a fresh read (a rotation counts at once); the previous secret's grace is
-    checked at each use. A deleted integration may take deliveries for CACHE_SECONDS more: their
-    jobs end ``dead`` (integration_not_found), as the job reads the integration afresh.
-
-    An entry holds the integration twice, built once: with the secrets it accepts during the
-    previous secret's grace, and with the current secret alone, for after it."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[float, Integration, Integration, datetime | None]] = {}
-
-    def get(self, integration_id: str) -> tuple[Integration, Integration, datetime | None] | None:
-        entry = self.entries.get(integration_id)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1:]
-
-    def put(self, in_grace: Integration, after_grace: Integration, grace: datetime | None) -> None:
-        if len(self.entries) >= CACHE_SIZE:
-            self.entries.clear()
-        self.entries[in_grace.id] = (time.monotonic() + CACHE_SECONDS, in_grace, after_grace, grace)
-
-    def drop(self, integration_id: str) -> None:
-        self.entries.pop(integration_id, None)
-
-
-CACHE_SECONDS = 5.0
-CACHE_SIZE = 10_000
-integrations_seen = IntegrationCache()
-
-
 async def load_integration(services: Services, integration_id: str, kind: str, *,
                            fresh: bool = False) -> Integration:
     """The integration a delivery is addressed to, with the secrets it accepts right now: its
-    current one, and its previous one during the rotation grace."""
+    current one, and its previous one during the rotation grace. Kept for a few seconds
+    (``services.integrations_seen``), so a delivery costs one database transaction, not two."""
     integration_id = integration_id[:32]
-    cached = None if fresh else integrations_seen.get(integration_id)
+    seen = services.integrations_seen
+    cached = None if fresh else seen.get(integration_id)
     from_cache = cached is not None
     if cached is None:
-        row = await _read_integration(services, integration_id)
+        try:
+            row = await services.deliveries.integration(integration_id)
+        except DATABASE_DOWN as exc:
+            raise Unavailable("the database is unavailable") from exc
         if row is None:
-            integrations_seen.drop(integration_id)
+            seen.drop(integration_id)
             raise NotFound("integration_not_found", f"no {kind} integration has this id")
         current = (services.box.open(row.secret_encrypted),) if row.secret_encrypted else ()
         previous = (services.box.open(row.previous_secret_encrypted),) if row.previous_secret_encrypted else ()
         grace = aware(row.previous_secret_expires_at) if previous else None
         columns = row._mapping
         cached = (_integration(columns, current + previous, True), _integration(columns, current, True), grace)
-        integrations_seen.put(*cached)
+        seen.put(integration_id, *cached)
     in_grace, after_grace, grace = cached
     if in_grace.kind != kind:
         raise NotFound("integration_not_found", f"no {kind} integration has this id")
     integration = in_grace if grace is not None and grace > now() else after_grace
     return integration if from_cache else dataclasses.replace(integration, from_cache=False)
-
-
-async def _read_integration(services: Services, integration_id: str) -> Any:
-    table = orm.integrations
-    try:
-        async with services.single_statements.connect() as conn:
-            return (await conn.execute(sa.select(table).where(table.c.id == integration_id))).one_or_none()
-    except (SQLAlchemyError, OSError) as exc:
-        raise Unavailable("the database is unavailable") from exc
 
 
 def _integration(columns: Any, secrets: tuple[str, ...] = (), from_cache: bool = False) -> Integration:
@@ -205,10 +165,7 @@ def idempotency_key(integration_id: str, delivery: Delivery, message_id: str | N
     return f"webhook:{integration_id}:{part}"
 
 
-KnownEmails = dict[tuple[str, str], str]  # (organization id, lower-case email) -> user id
-
-
-async def resolve_events(session: Any, integration: Integration, delivery: Delivery,
+async def resolve_events(writes: DeliveryWrites, integration: Integration, delivery: Delivery,
                          known: KnownEmails | None = None) -> list[dict[str, Any]]:
     """The delivery's events as a job carries them, each with the id of its user. ``known``:
     users already looked up by email for a whole batch of deliveries."""
@@ -220,7 +177,7 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
         if event.subject in users or event.subject in unknown:
             continue
         try:
-            user_id, learn = await _resolve_subject(session, integration, event.subject, known or {})
+            user_id, learn = await _resolve_subject(writes, integration, event.subject, known or {})
         except UnknownSubject as refusal:
             # One event alone is refused; in a list (BambooHR's employees) the others still count.
             if len(delivery.events) == 1:
@@ -233,10 +190,7 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
     if not users:
         raise UnknownSubject("no user of this organization matches a subject of the delivery")
     # Only once the delivery is taken: a refused one teaches no link.
-    for employee_id, user_id in dict.fromkeys(to_learn):
-        await session.execute(orm.employee_links.insert().values(
-            organization_id=integration.organization_id, integration_id=integration.id, employee_id=employee_id,
-            user_id=user_id, created_at=now()))
+    await writes.learn_links(integration.organization_id, integration.id, list(dict.fromkeys(to_learn)))
     return job_events(delivery, users, unknown)
 
 
@@ -292,31 +246,27 @@ def _check_event_data(event: Event) -> None:
             raise Unprocessable("invalid_payload", "data.api_access must be true or false")
 
 
-async def _resolve_subject(session: Any, integration: Integration, subject: Subject,
+async def _resolve_subject(writes: DeliveryWrites, integration: Integration, subject: Subject,
                            known: KnownEmails) -> tuple[str, bool]:
     """The user an event is about: by the HR system's employee id (learned before), else the
     external id, else the email; and whether the employee id is new, to be learned with this user."""
     org = integration.organization_id
-    links, users = orm.employee_links, orm.users
     user_id = None
     if subject.employee_id:
-        user_id = await session.scalar(sa.select(links.c.user_id).where(
-            links.c.organization_id == org, links.c.integration_id == integration.id,
-            links.c.employee_id == subject.employee_id))
+        user_id = await writes.user_of_employee(org, integration.id, subject.employee_id)
         if user_id is not None:
-            return str(user_id), False
+            return user_id, False
     if subject.external_id:
-        found = (await session.execute(sa.select(users.c.id).where(
-            users.c.organization_id == org, users.c.external_id == subject.external_id).limit(2))).all()
+        found = await writes.users_of_external_id(org, subject.external_id)
         if len(found) > 1:
             raise UnknownSubject("several users have this external_id")
-        user_id = found[0].id if found else None
+        user_id = found[0] if found else None
     if user_id is None and subject.email:
-        user_id = known.get((org, normalise_email(subject.email))) or await session.scalar(sa.select(users.c.id).where(
-            users.c.organization_id == org, sa.func.lower(users.c.email) == normalise_email(subject.email)))
+        email = normalise_email(subject.email)
+        user_id = known.get((org, email)) or await writes.user_of_email(org, email)
     if user_id is None:
         raise UnknownSubject("no user of this organization matches the subject")
-    return str(user_id), bool(subject.employee_id)
+    return user_id, bool(subject.employee_id)
 
 
 # --- applying ----------------------------------------------------------------------------------
@@ -410,7 +360,7 @@ async def apply_claimed(services: Services, jobs: list[ClaimedJob]) -> dict[str,
     applied again in a batch of its own."""
     try:
         return await apply_batch(services, jobs)
-    except (SQLAlchemyError, OSError) as exc:
+    except DATABASE_DOWN as exc:  # the database unreachable, or a statement it refused
         if len(jobs) == 1:
             raise
         log_error(log, exc, "webhook batch %s of %d jobs failed; applying them one at a time", batch_id(jobs),

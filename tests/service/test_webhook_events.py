@@ -19,6 +19,7 @@ from service.adapters import db, orm
 from service.adapters.direct import open_direct
 from service.adapters.queue import Queue, deserialize, serialize
 from service.adapters.sessions import Session
+from service.adapters.webhook_intake import DeliveryStore
 from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import Role
@@ -333,7 +334,8 @@ async def test_database_down_answers_503(api: Api, services: Services, aiohttp_c
     on_postgresql = services.engine.dialect.name == "postgresql"
     broken_direct = await open_direct(f"postgresql://postgres@127.0.0.1:{free_port()}/gone") if on_postgresql else None
     down = dataclasses.replace(services, engine=broken, session_factory=db.session_factory(broken),
-                               direct=broken_direct)
+                               direct=broken_direct,
+                               deliveries=DeliveryStore(broken, services.single_statements, broken_direct))
     client = await aiohttp_client(create_app(down))
     status, body, headers = await type(hr)(client, "hr", {"id": hr.id, "secret": hr.secret}).send(
         event("employee.terminated", email=user["email"]))
