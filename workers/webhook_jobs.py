@@ -14,10 +14,11 @@ import asyncio
 import time
 from typing import Any
 
-from arq import func
+from arq import Retry, func
 
 from service import inbound, metrics
 from service.bootstrap import Services
+from service.domain.model import aware, now
 from workers.jobs import fail
 
 # A drain gives its place back after this share of the job timeout: arq cancels a longer run.
@@ -80,4 +81,11 @@ async def apply_webhook(ctx: dict[str, Any], job_id: str) -> Any:
     except Exception as exc:
         return await fail(ctx, job, exc)
     metrics.counted_by_batch(ctx)
-    return ended.get(job.id, "claimed by another run")
+    status = ended.get(job.id, "claimed by another run")
+    if status == "failed":
+        # Its next try is this arq job again: arq holds its id while it runs, so the batch could
+        # not enqueue it; the row says when.
+        row = await services.jobs.get(job.id)
+        retry_at = aware(row.defer_until) if row is not None else None
+        raise Retry(defer=max(0.0, (retry_at - now()).total_seconds()) if retry_at else 1.0)
+    return status

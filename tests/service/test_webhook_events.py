@@ -173,6 +173,16 @@ async def test_a_failing_handler_is_retried_then_dead(api: Api, services: Servic
     assert shown["result"] is None and shown["finished"] is not None
 
 
+async def test_a_failed_row_is_retried_by_its_own_job_until_dead(api: Api, services: Services, worker: None) -> None:
+    """After the drain's try, each next one is the row's own arq job, deferred by the backoff."""
+    services.settings = dataclasses.replace(services.settings, job_max_tries=3)
+    user, other = await api.user(), await api.user()
+    hr = await sender(api, "hr")
+    taken = event("employee.email_changed", email=user["email"], data={"email": other["email"]})
+    job = await settled(services, await hr.accepted(taken))
+    assert (job.status, job.tries) == ("dead", 3)
+
+
 async def test_a_job_run_again_after_its_commit_changes_nothing_more(api: Api, services: Services,
                                                                      org: Org) -> None:
     user = await api.user()
