@@ -33,6 +33,16 @@ async def _one(session: AsyncSession, entity: type, org_id: str, column: str, va
     return (await session.scalars(query, {"org": org_id, "value": value})).one_or_none()
 
 
+async def _organizations_where(session: AsyncSession, table: sa.Table, column: str, value: str,
+                               org_id: str | None) -> set[str]:
+    """The organizations (all, or only ``org_id``) where ``column`` is ``value`` (lower-cased) in
+    some row: sign-in finds who is meant before it knows the organization."""
+    query = sa.select(table.c.organization_id).where(sa.func.lower(table.c[column]) == value)
+    if org_id is not None:
+        query = query.where(table.c.organization_id == org_id)
+    return set(await session.scalars(query))
+
+
 @functools.cache
 def _user_with_linked_admin() -> sa.Select[User, Admin]:
     users, admins = orm.users, orm.admins
@@ -88,6 +98,12 @@ class Users:
     async def by_username(self, org_id: str, username: str) -> User | None:
         return await _one(self.session, User, org_id, "username", username.strip().lower(), lower=True)
 
+    async def organizations_with_email(self, email: str, org_id: str | None) -> set[str]:
+        return await _organizations_where(self.session, orm.users, "email", email, org_id)
+
+    async def organizations_with_username(self, username: str, org_id: str | None) -> set[str]:
+        return await _organizations_where(self.session, orm.users, "username", username, org_id)
+
     async def many(self, org_id: str, ids: list[str]) -> list[User]:
         query = sa.select(User).where(orm.users.c.organization_id == org_id, orm.users.c.id.in_(ids))
         return list(await self.session.scalars(query))
@@ -120,6 +136,9 @@ class Admins:
 
     async def by_linked_user(self, org_id: str, user_id: str) -> Admin | None:
         return await _one(self.session, Admin, org_id, "linked_user_id", user_id)
+
+    async def organizations_with_email(self, email: str, org_id: str | None) -> set[str]:
+        return await _organizations_where(self.session, orm.admins, "email", email, org_id)
 
     async def linked_to(self, org_id: str, user_ids: list[str]) -> dict[str, Admin]:
         query = sa.select(Admin).where(
@@ -243,6 +262,20 @@ class WebauthnCredentials(_Rows):
     async def of_user(self, org_id: str, user_id: str, credential_id: str, attachment: str) -> Any | None:
         return await self._first(org_id, user_id=user_id, credential_id=credential_id, attachment=attachment)
 
+    async def all_of_user(self, org_id: str, user_id: str, attachment: str | None = None) -> list[Any]:
+        """The user's credentials (of this attachment), oldest first."""
+        if attachment is None:
+            return await self._find(org_id, user_id=user_id)
+        return await self._find(org_id, user_id=user_id, attachment=attachment)
+
+    async def owner(self, credential_id: str, attachment: str) -> tuple[str, str] | None:
+        """(organization id, user id) of a credential found by its id alone: the one lookup not
+        scoped to an organization, for passwordless sign-in, where the credential names it."""
+        table = self.table
+        row = (await self.session.execute(sa.select(table.c.organization_id, table.c.user_id).where(
+            table.c.credential_id == credential_id, table.c.attachment == attachment))).one_or_none()
+        return (row.organization_id, row.user_id) if row else None
+
     async def advance_sign_count(self, org_id: str, row_id: str, seen: int, new: int) -> bool:
         table = self.table
         moved = await self.session.execute(
@@ -261,6 +294,15 @@ class PushDevices(_Rows):
     async def add(self, org_id: str, user_id: str, name: str, algorithm: str, public_key: str) -> str:
         return await self._insert(organization_id=org_id, user_id=user_id, name=name, algorithm=algorithm,
                                   public_key=public_key)
+
+    async def get(self, org_id: str, device_id: str, user_id: str | None = None) -> Any | None:
+        """The device (of this user, if given)."""
+        if user_id is None:
+            return await self._first(org_id, id=device_id)
+        return await self._first(org_id, id=device_id, user_id=user_id)
+
+    async def all_of_user(self, org_id: str, user_id: str) -> list[Any]:
+        return await self._find(org_id, user_id=user_id)
 
     async def delete(self, org_id: str, user_id: str, row_id: str) -> bool:
         return bool(await self._delete(org_id, id=row_id, user_id=user_id))

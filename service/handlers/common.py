@@ -163,11 +163,13 @@ def committing(step: Callable[[C, UnitOfWork], Awaitable[T]]) -> Callable[[C, Un
 
 
 class UserCredentials(Protocol):
+    """The repository of one kind of a user's credential (WebAuthn, push devices, SSH keys)."""
+
     async def delete(self, org_id: str, user_id: str, row_id: str) -> bool: ...
 
 
-async def delete_user_credential(uow: UnitOfWork, user_id: str, action: Action, rows: UserCredentials, row_id: str,
-                             field: str) -> None:
+async def delete_user_credential(uow: UnitOfWork, user_id: str, action: Action, rows: UserCredentials,
+                                 row_id: str, field: str) -> None:
     user, _ = await load_authorized_user(uow, user_id, action, "user_update")
     if not await rows.delete(user.organization_id, user.id, row_id):
         raise NotFound(f"{field}_not_found", f"the user has no such {field.replace('_', ' ')}")

@@ -8,11 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import sqlalchemy as sa
-
-from service.adapters import orm
 from service.adapters.mfa import push as keys
-from service.adapters.repository import Users
+from service.adapters.repository import PushDevices, Users
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.signin import records
 from service.signin.errors import Unauthorized
@@ -56,12 +53,8 @@ async def enroll(signin: Signin, enrollment_token: str, name: str, algorithm: st
 
 
 async def _device(signin: Signin, org_id: str, device_id: str, user_id: str | None = None) -> Any:
-    table = orm.push_devices
-    where = [table.c.organization_id == org_id, table.c.id == device_id]
-    if user_id is not None:
-        where.append(table.c.user_id == user_id)
     async with signin.services.session_factory() as db:
-        return (await db.execute(sa.select(table).where(*where))).one_or_none()
+        return await PushDevices(db).get(org_id, device_id, user_id)
 
 
 async def inbox(signin: Signin, org_id: str, device_id: str, timestamp: int,

@@ -63,7 +63,7 @@ class Console:
 
     actor: Actor
     admin: Admin
-    session: Session
+    portal_session: Session
 
     def may(self, action: Action, target_has_admin_role: bool) -> policy.Decision:
         return policy.decide(action, self.actor.role, target_has_admin_role)
@@ -269,14 +269,14 @@ async def change_password(request: web.Request, console: Console) -> web.StreamR
         return render(request, "admin/password.html", layout(
             console, "Change your password", field_error="The two new passwords are not the same."), 400)
     try:
-        result = await passwords.change_admin_password(mfa.signin_of(request), console.session, console.admin, old,
-                                                       new, mfa.client(request))
+        result = await passwords.change_admin_password(mfa.signin_of(request), console.portal_session,
+                                                       console.admin, old, new, mfa.client(request))
     except DomainError as error:
         return render(request, "admin/password.html", layout(
             console, "Change your password", error=sentence(error), error_code=error.code,
             user_portal_hint=error.code == "use_user_portal"), page_status(error))
     response = redirect("/admin/?done=password")
-    set_session_cookie(request, response, result.session.portal, result.token)
+    set_session_cookie(request, response, result.portal_session.portal, result.token)
     raise response
 
 

@@ -112,7 +112,7 @@ def finish(request: web.Request, ceremony: Ceremony, signed_in: SignedIn) -> tup
     target = local_path(request.cookies.get(ceremony.next_cookie), ceremony.home)
 
     def apply(response: web.StreamResponse) -> None:
-        set_session_cookie(request, response, signed_in.session.portal, signed_in.token)
+        set_session_cookie(request, response, signed_in.portal_session.portal, signed_in.token)
         response.del_cookie(ceremony.cookie, path=ceremony.cookie_path)
         response.del_cookie(ceremony.next_cookie, path=ceremony.cookie_path)
 
