@@ -23,7 +23,7 @@ NAME = "ix_jobs_webhooks_waiting"
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"""CREATE INDEX {NAME} ON jobs (organization_id, (args ->> 'integration_id'), created_at, id)
+        op.execute(f"""CREATE INDEX IF NOT EXISTS {NAME} ON jobs (organization_id, (args ->> 'integration_id'), created_at, id)
                        WHERE status = 'queued' AND function = 'apply_webhook'""")
 
 
