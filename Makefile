@@ -40,8 +40,10 @@ run: $(RUNTIME)
 test: $(DEV)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# lint-imports checks the package dependency rules of pyproject.toml's [tool.importlinter].
 lint: $(DEV)
 	$(BIN)/ruff check service workers webhooks tests bench tools
+	$(BIN)/lint-imports
 
 typecheck: $(DEV)
 	$(BIN)/mypy service workers webhooks

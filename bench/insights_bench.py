@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from service import config, insights_query  # noqa: E402
 from service.adapters import orm  # noqa: E402
 from service.adapters.crypto import new_api_key  # noqa: E402
-from service.api.app import create_app  # noqa: E402
+from service.app import create_app  # noqa: E402
 from service.bootstrap import build  # noqa: E402
 from service.domain import commands as c  # noqa: E402
 from service.domain.model import Role, new_id, now  # noqa: E402

@@ -178,8 +178,10 @@ def stolen_note(percent: float | None) -> str:
 class Stack:
     """A redis-server, adminlink processes and the environment they share; stopped on exit."""
 
-    def __init__(self, database_url: str, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, database_url: str, workdir: Path, extra_env: dict[str, str] | None = None,
+                 root: Path = ROOT) -> None:
         self.workdir = workdir
+        self.root = root  # the checkout whose code the processes run (another commit's, for a paired run)
         self.redis_port = free_port()
         self.web_port = free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -198,7 +200,7 @@ class Stack:
 
     def spawn(self, *command: str, name: str) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(list(command), cwd=ROOT, env=self.env, stdout=log,  # noqa: S603
+        process = subprocess.Popen(list(command), cwd=self.root, env=self.env, stdout=log,  # noqa: S603
                                    stderr=subprocess.STDOUT)
         self.processes.append(process)
         self.named[name] = process
@@ -252,15 +254,13 @@ class Target:
 
 
 async def prepare(stack: Stack, users: int) -> Target:
-    from service.adapters import db, orm
+    from service.adapters import orm
     from service.bootstrap import build
     from service.domain import commands as c
     from service.domain.model import Role, new_id
 
     settings = stack.settings()
-    engine = db.make_engine(settings.database_url)
-    await db.upgrade(engine)
-    await engine.dispose()
+    await _migrate(stack)
     services = await build(settings)
     try:
         actor = c.Actor(new_id(), "bench", "system", Role.BILLING, source="cli")
@@ -461,16 +461,21 @@ def parse() -> argparse.Namespace:
 
 
 def run_with_stack(args: argparse.Namespace, body: Callable[[Stack], Awaitable[dict[str, Any]]],
-                   extra_env: dict[str, str] | None = None, worker: bool = False) -> dict[str, Any]:
+                   extra_env: dict[str, str] | None = None, worker: bool = False, root: Path = ROOT,
+                   web: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="adminlink-bench-") as tmp:
         workdir = Path(tmp)
         if not args.database_url:
             args.database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        stack = Stack(args.database_url, workdir, extra_env)
+        stack = Stack(args.database_url, workdir, extra_env, root)
         try:
-            stack.start_redis()
+            if stack.env.get("ADMINLINK_REDIS_URL"):
+                stack.start_redis()
+            else:  # the embedded default: no Redis of its own
+                stack.env.pop("ADMINLINK_REDIS_URL", None)
             asyncio.run(_migrate(stack))
-            stack.start_web()
+            if web:
+                stack.start_web()
             if worker:
                 stack.start_worker()
             return asyncio.run(body(stack))
@@ -479,10 +484,23 @@ def run_with_stack(args: argparse.Namespace, body: Callable[[Stack], Awaitable[d
 
 
 async def _migrate(stack: Stack) -> None:
+    """The schema at this code's head; for another checkout's code, marked at that code's head
+    (a later migration adds only what the older code does not read), so its processes start."""
+    import sqlalchemy as sa
+
     from service.adapters import db
 
     engine = db.make_engine(stack.settings().database_url)
     await db.upgrade(engine)
+    if stack.root != ROOT:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "from service.adapters import db; print(*db.latest_revisions())", cwd=stack.root,
+            stdout=subprocess.PIPE)
+        heads = (await process.communicate())[0].decode().split()
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM alembic_version"))
+            for head in heads:
+                await conn.execute(sa.text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": head})
     await engine.dispose()
 
 

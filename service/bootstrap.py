@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fakeredis
 from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service import integrations, provisioning
 from service.adapters import db
 from service.adapters.crypto import SecretBox
 from service.adapters.direct import Direct, open_direct
-from service.adapters.jobs import JobStore
+from service.adapters.jobs import JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
 from service.adapters.queue import Queue, embedded_pool, redis_pool
 from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
+from service.adapters.webhook_intake import DeliveryStore, IntegrationCache
 from service.config import Settings
 from service.domain.commands import Actor
-from service.messagebus import MessageBus
+from service.handlers import admins, keys, mfa, organizations, users
+from service.messagebus import HandlerTable, MessageBus, UnitOfWorkFactory
+from service.ops import handlers as ops_handlers
+
+
+def handler_table() -> HandlerTable:
+    """Every command's handler, feature by feature."""
+    return {**users.HANDLERS, **mfa.HANDLERS, **keys.HANDLERS, **admins.HANDLERS, **organizations.HANDLERS,
+            **integrations.HANDLERS, **provisioning.HANDLERS,
+            **ops_handlers.HANDLERS}  # type: ignore[dict-item]  # the job handlers take the SQLAlchemy unit of work
+
+
+HANDLERS = handler_table()
 
 
 @dataclass
@@ -34,14 +48,22 @@ class Services:
     sessions: SessionStore
     mailer: Mailer
     jobs: JobStore
-    direct: Direct | None = None  # asyncpg itself, for the hot statements on PostgreSQL (adapters.direct)
+    deliveries: DeliveryStore  # the webhook receiver's reads and writes (adapters.webhook_intake)
+    # Integrations as this process's receivers last read them (a few seconds).
+    integrations_seen: IntegrationCache = field(default_factory=IntegrationCache)
+    # asyncpg itself on PostgreSQL (adapters.direct), closed with the services; only adapters use it.
+    direct: Direct | None = None
 
     def uow(self, actor: Actor) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.queue, self.sessions, self.box, actor)
 
     @property
     def bus(self) -> MessageBus:
-        return MessageBus(self.uow)
+        return self.bus_for(self.uow)
+
+    def bus_for(self, uow_factory: UnitOfWorkFactory) -> MessageBus:
+        """The message bus on units of work of one's own (the webhook worker's, per event)."""
+        return MessageBus(uow_factory, HANDLERS)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -75,6 +97,7 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         box=box,
         sessions=SessionStore(redis, settings.session_idle_seconds),
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
-        jobs=JobStore(single_statements, direct),
+        jobs=job_store(single_statements, direct),
+        deliveries=DeliveryStore(engine, single_statements, direct),
         direct=direct,
     )

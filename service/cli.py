@@ -15,7 +15,7 @@ from aiohttp import web
 
 from service import cli_ops, config
 from service.adapters import db
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services, build
 from service.domain import commands as c
 from service.domain.errors import DomainError

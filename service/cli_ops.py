@@ -18,10 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from service import config, insights_query, ops
+from service import config, insights_query, metrics
+from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services, build
 from service.domain.errors import InvalidRequest
 from service.domain.model import now
+from service.ops import views as ops
+from service.ops.actions import abort_job, retry_job, system_actor
 
 COMMANDS = ("jobs", "insights")
 CSV_COLUMNS = ("timestamp", "event_type", "service", "success", "initiated_by.type", "initiated_by.email",
@@ -125,10 +128,15 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
 # --- jobs --------------------------------------------------------------------------------------
 
 
+def operator_uow(services: Services, args: argparse.Namespace) -> UnitOfWork:
+    """The host's operator reading jobs (of ``--org`` only, when given)."""
+    return services.uow(system_actor(args.org, "adminlink jobs"))
+
+
 async def jobs_list(services: Services, args: argparse.Namespace) -> int:
     query = ops.JobQuery(args.status, args.function, ops.parse_since(args.since, "--since"), args.limit, args.cursor)
-    async with services.session_factory() as session:
-        rows, next_cursor = await ops.list_jobs(session, args.org, query)
+    async with operator_uow(services, args) as uow:
+        rows, next_cursor = await ops.list_jobs(uow.jobs, args.org, query)
     jobs = [ops.job_summary(r) for r in rows]
     text = table(("ID", "QUEUE", "STATUS", "TRIES", "CREATED", "FINISHED"),
                  [(j["id"], j["function"], j["status"], j["tries"], short_time(j["created"]),
@@ -147,8 +155,8 @@ def next_page_arguments(args: argparse.Namespace, cursor: str) -> str:
 
 
 async def jobs_show(services: Services, args: argparse.Namespace) -> int:
-    async with services.session_factory() as session:
-        row = await ops.load_job(session, args.org, args.job_id)
+    async with operator_uow(services, args) as uow:
+        row = await ops.load_job(uow.jobs, args.org, args.job_id)
     job = ops.job_detail(row)
     facts = [(k, job[k]) for k in ("id", "organization_id", "function", "status", "tries", "created", "enqueued",
                                    "defer_until", "started", "finished", "time_in_queue_seconds", "run_seconds",
@@ -164,8 +172,8 @@ async def jobs_show(services: Services, args: argparse.Namespace) -> int:
 
 
 async def _job_org(services: Services, args: argparse.Namespace) -> str | None:
-    async with services.session_factory() as session:
-        row = await ops.load_job(session, args.org, args.job_id)
+    async with operator_uow(services, args) as uow:
+        row = await ops.load_job(uow.jobs, args.org, args.job_id)
     return str(row.organization_id) if row.organization_id else None
 
 
@@ -177,31 +185,46 @@ def embedded_note(services: Services) -> str:
 
 
 async def jobs_retry(services: Services, args: argparse.Namespace) -> int:
-    actor = ops.system_actor(await _job_org(services, args), "adminlink jobs retry")
-    done = await ops.retry_job(services, actor, args.job_id, reaches_workers=not services.settings.embedded_redis)
+    actor = system_actor(await _job_org(services, args), "adminlink jobs retry")
+    done = await retry_job(services, actor, args.job_id, reaches_workers=not services.settings.embedded_redis)
     handed = "enqueued" if done["enqueued"] else "the reconciler will enqueue it"
     emit(args, done, f"job {done['job_id']} retried: {done['status']}, {handed}" + embedded_note(services))
     return 0
 
 
 async def jobs_abort(services: Services, args: argparse.Namespace) -> int:
-    actor = ops.system_actor(await _job_org(services, args), "adminlink jobs abort")
-    done = await ops.abort_job(services, actor, args.job_id, reaches_workers=not services.settings.embedded_redis)
+    actor = system_actor(await _job_org(services, args), "adminlink jobs abort")
+    done = await abort_job(services, actor, args.job_id, reaches_workers=not services.settings.embedded_redis)
     emit(args, done, f"job {done['job_id']} aborted (was {done['was']}; arq: {done['arq']})")
     return 0
 
 
 async def jobs_stats(services: Services, args: argparse.Namespace) -> int:
-    async with services.session_factory() as session:
-        stats = await ops.queue_stats(session, args.org, now())
+    async with operator_uow(services, args) as uow:
+        stats = await ops.queue_stats(uow.jobs, args.org, now())
+    await _add_batch_sizes(services, stats)
     text = table(
-        ("QUEUE", "QUEUED", "RUNNING", "DEFERRED", "FAILED", "DEAD", "OLDEST(s)", "DONE 1m/5m/15m", "WAIT p50/p99(s)"),
+        ("QUEUE", "QUEUED", "RUNNING", "DEFERRED", "FAILED", "DEAD", "OLDEST(s)", "DONE 1m/5m/15m", "WAIT p50/p99(s)",
+         "BATCHES", "BATCH avg"),
         [(q["queue"], q["queued"], q["in_progress"], q["deferred"], q["failed"], q["dead"],
           q["oldest_queued_age_seconds"], "/".join(str(q["completed"][w]) for w in ops.WINDOWS),
-          "/".join(shown(q["time_in_queue_seconds"][p]) for p in ("p50", "p99"))) for q in stats],
+          "/".join(shown(q["time_in_queue_seconds"][p]) for p in ("p50", "p99")),
+          q["batches"]["count"], q["batches"]["mean_size"]) for q in stats],
     )
     emit(args, {"queues": stats}, text if stats else "no jobs")
     return 0
+
+
+async def _add_batch_sizes(services: Services, stats: list[dict[str, Any]]) -> None:
+    """How many batches each queue's jobs ran in (webhook events are applied in batches) and
+    their mean size, from the workers' counters in Redis (none when the CLI cannot reach it)."""
+    try:
+        totals = metrics.parse_job_totals(await services.redis.hgetall(metrics.JOBS_KEY))  # type: ignore[misc]
+    except Exception:  # noqa: BLE001 (the workers' Redis unreachable: the table says –)
+        totals = metrics.JobTotals()
+    for queue in stats:
+        count, jobs = totals.batches(queue["queue"])
+        queue["batches"] = {"count": count or None, "mean_size": round(jobs / count, 1) if count else None}
 
 
 JOB_COMMANDS = {"list": jobs_list, "show": jobs_show, "retry": jobs_retry, "abort": jobs_abort, "stats": jobs_stats}

@@ -71,6 +71,8 @@ class Settings:
     trust_forwarded_for: bool = False
     # Webhooks (docs/webhooks.md): the Retry-After of a 503 when the database or Redis cannot take an event.
     webhook_retry_after: int = 30
+    # Webhook events a worker applies in one transaction at most (docs/webhooks.md).
+    webhook_batch_max: int = 100
 
     @property
     def embedded_redis(self) -> bool:
@@ -201,6 +203,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         duo_api_hosts=_duo_api_hosts(env),
         trust_forwarded_for=_bool(env, "TRUST_FORWARDED_FOR", False),
         webhook_retry_after=_positive(env, "WEBHOOK_RETRY_AFTER", 30),
+        webhook_batch_max=_positive(env, "WEBHOOK_BATCH_MAX", 100),
     )
 
 

@@ -1,54 +1,57 @@
-"""Inbound webhook events: recorded and enqueued on receipt, applied by a job.
+"""Inbound webhook events: recorded and enqueued on receipt, applied in batches.
 
 Receiving (``service.intake``, with the helpers here): the delivery becomes one row of the jobs
 table, keyed by its idempotency key, in one transaction with the employee-id links it teaches;
-then arq gets the row's id. A delivery seen before answers the same job. If the database or Redis
-cannot take it, the caller answers 503 (``Unavailable``); a committed row that arq never got is
-enqueued by the reconciler.
+then arq is woken: one drain job per integration, with a fixed id. A delivery seen before answers
+the same job. If the database or Redis cannot take it, the caller answers 503 (``Unavailable``);
+a committed row that arq never heard of is enqueued by the reconciler.
 
-Applying (``apply``): each event becomes a command for the message bus, run with the
-integration as its actor, so the same handlers and permission checks decide. Around each
-command, in the command's own transaction:
+Applying (``drain``, ``apply_batch``): the drain claims the integration's waiting rows in order,
+up to ``ADMINLINK_WEBHOOK_BATCH_MAX``, and applies them in one batch unit of work
+(``adapters.webhook_batch``). Each event becomes a command for the message bus, run with the
+integration as its actor, so the same handlers and permission checks decide; around it:
 
-- the attribute's clock (``attribute_versions``: user, attribute, newest occurred_at) is locked;
-  an event older than it is ``stale`` and changes nothing;
-- the event's outcome is written (``webhook_event_outcomes``) with the change it made, so a job
-  run again after a crash skips what it already did: no second change, record or email.
+- the attribute's clock (``attribute_versions``: user, attribute, newest occurred_at), locked
+  for the batch: an event older than it is ``stale`` and changes nothing;
+- the event's outcome (``webhook_event_outcomes``), committed with the change it made, so a job
+  run again skips what it already did: no second change, record or email. A refusal that the bus
+  records (a permission denial) gets its outcome with its record.
 
-A refusal that the bus records (a permission denial) gets its outcome in the transaction that
-records it, for the same reason.
+Each event stands alone: one that is refused or fails is undone alone and gets its own outcome
+(a failure fails its job, retried with backoff), while the batch's other events stay applied.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from types import TracebackType
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
-
-from service.adapters import orm
-from service.adapters.jobs import ClaimedJob, JobOutcome
+from service import metrics
+from service.adapters.jobs import ClaimedJob, JobOutcome, backoff
 from service.adapters.unit_of_work import UnitOfWork
+from service.adapters.webhook_batch import Clock, ClockKey, EventUnitOfWork, WebhookBatch, Writes, claim_next
+from service.adapters.webhook_intake import DATABASE_DOWN, DeliveryWrites, KnownEmails
 from service.bootstrap import Services
+from service.deliveries import Delivery, Event, Subject
 from service.domain import commands as c
-from service.domain.errors import Conflict, DomainError, InvalidRequest, NotFound, PermissionDenied
+from service.domain.errors import DomainError, InvalidRequest, NotFound, PermissionDenied
 from service.domain.model import Role, aware, normalise_email, now
 from service.handlers import validate_email
-from service.messagebus import MessageBus
-from webhooks.payloads import Delivery, Event, Subject
+from service.logging import correlated, in_batch, log_error
 
 log = logging.getLogger(__name__)
 
-APPLY_FUNCTION = "apply_webhook"
+APPLY_FUNCTION = "apply_webhook"  # the jobs-table function of a delivery's row
+DRAIN_FUNCTION = "drain_webhooks"  # the arq job that applies an integration's waiting rows
+DRAIN_PREFIX = "drain:"
 MAX_KEY_PART = 120
 SUSPENDING = frozenset({"employee.terminated", "employee.suspended", "employee.leave_started", "user.suspended"})
 ACTIVATING = frozenset({"employee.returned", "user.activated"})
@@ -69,23 +72,12 @@ class UnknownSubject(Unprocessable):
         super().__init__("unknown_subject", message)
 
 
-class StaleEvent(Conflict):
-    def __init__(self, newer_event: str, newer_at: datetime) -> None:
-        super().__init__("stale_event", f"an event of {newer_at.isoformat()} ({newer_event}) was applied already")
-
-
 class HandlerFailure(Exception):
     """The handlers refused an event without recording it (a taken email, a user gone): a
     failure, retried with backoff, since what refused it may change."""
 
     def __init__(self, refusal: DomainError) -> None:
         super().__init__(f"{refusal.code}: {refusal.message}")
-
-
-class AlreadyDone(Conflict):
-    def __init__(self, outcome: str) -> None:
-        super().__init__("already_done", f"this event was handled before: {outcome}")
-        self.outcome = outcome
 
 
 @dataclass(frozen=True)
@@ -127,71 +119,34 @@ def attribute_of(event_type: str) -> str:
 # --- receiving --------------------------------------------------------------------------------
 
 
-class IntegrationCache:
-    """Integrations as receivers last read them, for a few seconds, so a delivery costs one
-    database transaction, not two. A signature that fails against a cached entry is checked
-    again against a fresh read (a rotation counts at once); the previous secret's grace is
-    checked at each use. A deleted integration may take deliveries for CACHE_SECONDS more: their
-    jobs end ``dead`` (integration_not_found), as the job reads the integration afresh.
-
-    An entry holds the integration twice, built once: with the secrets it accepts during the
-    previous secret's grace, and with the current secret alone, for after it."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[float, Integration, Integration, datetime | None]] = {}
-
-    def get(self, integration_id: str) -> tuple[Integration, Integration, datetime | None] | None:
-        entry = self.entries.get(integration_id)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1:]
-
-    def put(self, in_grace: Integration, after_grace: Integration, grace: datetime | None) -> None:
-        if len(self.entries) >= CACHE_SIZE:
-            self.entries.clear()
-        self.entries[in_grace.id] = (time.monotonic() + CACHE_SECONDS, in_grace, after_grace, grace)
-
-    def drop(self, integration_id: str) -> None:
-        self.entries.pop(integration_id, None)
-
-
-CACHE_SECONDS = 5.0
-CACHE_SIZE = 10_000
-integrations_seen = IntegrationCache()
-
-
 async def load_integration(services: Services, integration_id: str, kind: str, *,
                            fresh: bool = False) -> Integration:
     """The integration a delivery is addressed to, with the secrets it accepts right now: its
-    current one, and its previous one during the rotation grace."""
+    current one, and its previous one during the rotation grace. Kept for a few seconds
+    (``services.integrations_seen``), so a delivery costs one database transaction, not two."""
     integration_id = integration_id[:32]
-    cached = None if fresh else integrations_seen.get(integration_id)
+    seen = services.integrations_seen
+    cached = None if fresh else seen.get(integration_id)
     from_cache = cached is not None
     if cached is None:
-        row = await _read_integration(services, integration_id)
+        try:
+            row = await services.deliveries.integration(integration_id)
+        except DATABASE_DOWN as exc:
+            raise Unavailable("the database is unavailable") from exc
         if row is None:
-            integrations_seen.drop(integration_id)
+            seen.drop(integration_id)
             raise NotFound("integration_not_found", f"no {kind} integration has this id")
         current = (services.box.open(row.secret_encrypted),) if row.secret_encrypted else ()
         previous = (services.box.open(row.previous_secret_encrypted),) if row.previous_secret_encrypted else ()
         grace = aware(row.previous_secret_expires_at) if previous else None
         columns = row._mapping
         cached = (_integration(columns, current + previous, True), _integration(columns, current, True), grace)
-        integrations_seen.put(*cached)
+        seen.put(integration_id, *cached)
     in_grace, after_grace, grace = cached
     if in_grace.kind != kind:
         raise NotFound("integration_not_found", f"no {kind} integration has this id")
     integration = in_grace if grace is not None and grace > now() else after_grace
     return integration if from_cache else dataclasses.replace(integration, from_cache=False)
-
-
-async def _read_integration(services: Services, integration_id: str) -> Any:
-    table = orm.integrations
-    try:
-        async with services.single_statements.connect() as conn:
-            return (await conn.execute(sa.select(table).where(table.c.id == integration_id))).one_or_none()
-    except (SQLAlchemyError, OSError) as exc:
-        raise Unavailable("the database is unavailable") from exc
 
 
 def _integration(columns: Any, secrets: tuple[str, ...] = (), from_cache: bool = False) -> Integration:
@@ -210,10 +165,7 @@ def idempotency_key(integration_id: str, delivery: Delivery, message_id: str | N
     return f"webhook:{integration_id}:{part}"
 
 
-KnownEmails = dict[tuple[str, str], str]  # (organization id, lower-case email) -> user id
-
-
-async def resolve_events(session: Any, integration: Integration, delivery: Delivery,
+async def resolve_events(writes: DeliveryWrites, integration: Integration, delivery: Delivery,
                          known: KnownEmails | None = None) -> list[dict[str, Any]]:
     """The delivery's events as a job carries them, each with the id of its user. ``known``:
     users already looked up by email for a whole batch of deliveries."""
@@ -225,7 +177,7 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
         if event.subject in users or event.subject in unknown:
             continue
         try:
-            user_id, learn = await _resolve_subject(session, integration, event.subject, known or {})
+            user_id, learn = await _resolve_subject(writes, integration, event.subject, known or {})
         except UnknownSubject as refusal:
             # One event alone is refused; in a list (BambooHR's employees) the others still count.
             if len(delivery.events) == 1:
@@ -238,10 +190,7 @@ async def resolve_events(session: Any, integration: Integration, delivery: Deliv
     if not users:
         raise UnknownSubject("no user of this organization matches a subject of the delivery")
     # Only once the delivery is taken: a refused one teaches no link.
-    for employee_id, user_id in dict.fromkeys(to_learn):
-        await session.execute(orm.employee_links.insert().values(
-            organization_id=integration.organization_id, integration_id=integration.id, employee_id=employee_id,
-            user_id=user_id, created_at=now()))
+    await writes.learn_links(integration.organization_id, integration.id, list(dict.fromkeys(to_learn)))
     return job_events(delivery, users, unknown)
 
 
@@ -297,31 +246,27 @@ def _check_event_data(event: Event) -> None:
             raise Unprocessable("invalid_payload", "data.api_access must be true or false")
 
 
-async def _resolve_subject(session: Any, integration: Integration, subject: Subject,
+async def _resolve_subject(writes: DeliveryWrites, integration: Integration, subject: Subject,
                            known: KnownEmails) -> tuple[str, bool]:
     """The user an event is about: by the HR system's employee id (learned before), else the
     external id, else the email; and whether the employee id is new, to be learned with this user."""
     org = integration.organization_id
-    links, users = orm.employee_links, orm.users
     user_id = None
     if subject.employee_id:
-        user_id = await session.scalar(sa.select(links.c.user_id).where(
-            links.c.organization_id == org, links.c.integration_id == integration.id,
-            links.c.employee_id == subject.employee_id))
+        user_id = await writes.user_of_employee(org, integration.id, subject.employee_id)
         if user_id is not None:
-            return str(user_id), False
+            return user_id, False
     if subject.external_id:
-        found = (await session.execute(sa.select(users.c.id).where(
-            users.c.organization_id == org, users.c.external_id == subject.external_id).limit(2))).all()
+        found = await writes.users_of_external_id(org, subject.external_id)
         if len(found) > 1:
             raise UnknownSubject("several users have this external_id")
-        user_id = found[0].id if found else None
+        user_id = found[0] if found else None
     if user_id is None and subject.email:
-        user_id = known.get((org, normalise_email(subject.email))) or await session.scalar(sa.select(users.c.id).where(
-            users.c.organization_id == org, sa.func.lower(users.c.email) == normalise_email(subject.email)))
+        email = normalise_email(subject.email)
+        user_id = known.get((org, email)) or await writes.user_of_email(org, email)
     if user_id is None:
         raise UnknownSubject("no user of this organization matches the subject")
-    return str(user_id), bool(subject.employee_id)
+    return user_id, bool(subject.employee_id)
 
 
 # --- applying ----------------------------------------------------------------------------------
@@ -329,11 +274,10 @@ async def _resolve_subject(session: Any, integration: Integration, subject: Subj
 
 @dataclass(frozen=True)
 class Step:
-    """One event of a job, as the ordering lock and the outcome table know it."""
+    """One event of a job, as the ordering clock and the outcome table know it."""
 
     job_id: str
     seq: int
-    organization_id: str
     user_id: str
     attribute: str
     occurred_at: datetime
@@ -342,13 +286,17 @@ class Step:
     def event_key(self) -> str:
         return f"{self.job_id}#{self.seq}"
 
+    @property
+    def clock_key(self) -> ClockKey:
+        return self.user_id, self.attribute
+
 
 @dataclass
 class EventResult:
     seq: int
     type: str
     user_id: str | None
-    outcome: str  # applied | unchanged | stale | denied | skipped
+    outcome: str  # applied | unchanged | stale | denied | skipped; failed (the job fails, retried)
     detail: str | None = None
 
     def view(self) -> dict[str, Any]:
@@ -359,68 +307,206 @@ class EventResult:
         return body
 
 
-async def apply(services: Services, job: ClaimedJob) -> JobOutcome:
-    """The job of one delivery: its events in order. A handler failure propagates (the job is
-    retried); a stale event, a permission denial and the events done before are outcomes."""
-    integration = await _integration_of_job(services, job.organization_id, job.args["integration_id"])
-    if integration is None:
-        return JobOutcome("dead", error="integration_not_found: the integration was deleted before its events "
-                                        "were applied")
-    results = [await _apply_event(services, integration, job.id, event) for event in job.args["events"]]
-    return summary(results)
+@dataclass
+class Ran:
+    """One event's run in a batch. ``undo``: the handlers refused or failed after they may have
+    changed something, so the event's segment is rolled back; ``kept`` is what stays then (the
+    refusal's records), ``failure`` what fails the job."""
+
+    result: EventResult
+    undo: bool = False
+    kept: Writes | None = None
+    failure: DomainError | None = None
 
 
-# What a job needs of its integration, on either driver: not its secrets (the delivery was
-# verified on receipt).
-_JOB_COLUMNS = ("id", "organization_id", "kind", "provider", "name", "role", "delete_mode")
-INTEGRATION_OF_JOB = sa.select(*(orm.integrations.c[name] for name in _JOB_COLUMNS)).where(
-    orm.integrations.c.organization_id == sa.bindparam("org"), orm.integrations.c.id == sa.bindparam("id"))
-DIRECT_INTEGRATION_OF_JOB = """
-SELECT id, organization_id, kind, provider, name, role, delete_mode FROM integrations
-WHERE organization_id = $1 AND id = $2"""
+class EventUnits:
+    """The unit-of-work factory the bus gets for one event: the command's own unit of work, and a
+    second one only where the bus records a refusal."""
+
+    def __init__(self, batch: WebhookBatch) -> None:
+        self.batch = batch
+        self.first: EventUnitOfWork | None = None
+        self.refusal: EventUnitOfWork | None = None
+
+    def __call__(self, actor: c.Actor) -> UnitOfWork:
+        if self.first is None:
+            self.first = self.batch.unit(actor)
+            return self.first
+        self.refusal = self.batch.unit(actor)
+        return self.refusal
 
 
-async def _integration_of_job(services: Services, org_id: str | None, integration_id: str) -> Integration | None:
-    """Read afresh for each job (a deleted integration's jobs end dead; a changed role counts);
-    on PostgreSQL on asyncpg itself, as every job runs it."""
-    if services.direct is not None:
-        async with services.direct.acquire() as conn:
-            record = await conn.fetchrow(DIRECT_INTEGRATION_OF_JOB, org_id, integration_id)
-        return _integration(record) if record is not None else None
-    async with services.single_statements.connect() as conn:
-        row = (await conn.execute(INTEGRATION_OF_JOB, {"org": org_id, "id": integration_id})).one_or_none()
-    return _integration(row._mapping) if row is not None else None
+def drain_job(integration: Integration) -> tuple[str, tuple[str, str]]:
+    """The integration's drain job: its fixed id, and its arguments."""
+    return (f"{DRAIN_PREFIX}{integration.organization_id}:{integration.id}",
+            (integration.organization_id, integration.id))
 
 
-async def _apply_event(services: Services, integration: Integration, job_id: str,
-                       event: dict[str, Any]) -> EventResult:
-    if event.get("skipped"):
-        return EventResult(event["seq"], event["type"], None, "skipped", event["skipped"])
-    step = Step(job_id, event["seq"], integration.organization_id, event["user_id"], attribute_of(event["type"]),
-                datetime.fromisoformat(event["occurred_at"]).astimezone(UTC))
-    result = EventResult(step.seq, event["type"], step.user_id, "applied")
-    units = EventUnits(services, step)
-    command = await command_for(services, integration, event)
+async def drain(services: Services, organization_id: str, integration_id: str, *, lapsed: bool = False) -> int:
+    """One batch of the integration's waiting events: claimed, applied, committed. Answers how
+    many jobs it took (0: none was waiting). ``lapsed``: the rows a dead worker had claimed (in
+    progress for longer than ``ADMINLINK_JOB_TIMEOUT``), which a drain takes first."""
+    lapse = timedelta(seconds=services.settings.job_timeout) if lapsed else None
+    jobs = await claim_next(services.single_statements, APPLY_FUNCTION, organization_id, integration_id,
+                            services.settings.webhook_batch_max, lapse)
+    if jobs:
+        await apply_claimed(services, jobs)
+    return len(jobs)
+
+
+async def apply_claimed(services: Services, jobs: list[ClaimedJob]) -> dict[str, str]:
+    """Applies claimed jobs as one batch; answers the status each row ended in. If the database
+    fails the batch for a reason no event explains (a lost connection, a deadlock), each job is
+    applied again in a batch of its own."""
     try:
-        if command is None:
-            async with units(integration.actor()):
-                pass  # nothing to change, but the attribute's clock still moves on
-        else:
-            await MessageBus(units).handle(command)
-    except AlreadyDone as done:
-        result.outcome = done.outcome
-    except StaleEvent as stale:
-        result.outcome, result.detail = "stale", stale.message
+        return await apply_batch(services, jobs)
+    except DATABASE_DOWN as exc:  # the database unreachable, or a statement it refused
+        if len(jobs) == 1:
+            raise
+        log_error(log, exc, "webhook batch %s of %d jobs failed; applying them one at a time", batch_id(jobs),
+                  len(jobs), level=logging.WARNING)
+    ended: dict[str, str] = {}
+    for job in jobs:
+        try:
+            ended.update(await apply_batch(services, [job]))
+        except Exception as alone:  # noqa: BLE001 (its claim lapses and it is claimed again)
+            log_error(log, alone, "webhook job %s failed", job.id)
+    return ended
+
+
+def batch_id(jobs: list[ClaimedJob]) -> str:
+    """A batch is named by its first job and its size: ``<job id>+<n>``."""
+    return f"{jobs[0].id}+{len(jobs)}"
+
+
+async def apply_batch(services: Services, jobs: list[ClaimedJob]) -> dict[str, str]:
+    """The claimed jobs' events in order, through the same handlers and permission checks, in one
+    transaction; each job's row ends with its outcome in the same commit. Answers the status each
+    row ended in (a row another worker claimed since is left to it)."""
+    started = time.perf_counter()
+    batch = WebhookBatch(services.session_factory, services.queue, services.sessions, services.box, jobs)
+    with in_batch(batch_id(jobs)):
+        async with batch:
+            if not batch.jobs:
+                return {}
+            first = batch.jobs[0]
+            row = await batch.integration(first.organization_id or "", first.args["integration_id"])
+            if row is None:
+                for job in batch.jobs:
+                    batch.finish(job, "dead", error="integration_not_found: the integration was deleted before its "
+                                                    "events were applied")
+            else:
+                await _run_batch(services, batch, _integration(row._mapping))
+            kept = await batch.commit()
+        ended = {row["job_id"]: row["new_status"] for row in kept.finished}
+        seconds = time.perf_counter() - started
+        log.info("webhook batch of %d jobs applied in %.1f ms", len(ended), seconds * 1000,
+                 extra={"batch_size": len(ended), "statuses": dict(collections.Counter(ended.values()))})
+        await metrics.record_batch(services.redis, APPLY_FUNCTION, list(ended.values()), seconds)
+    return ended
+
+
+def _step(job: ClaimedJob, event: dict[str, Any]) -> Step:
+    return Step(job.id, event["seq"], event["user_id"], attribute_of(event["type"]),
+                datetime.fromisoformat(event["occurred_at"]).astimezone(UTC))
+
+
+async def _run_batch(services: Services, batch: WebhookBatch, integration: Integration) -> None:
+    """Runs the events in segments (savepoints). An event to undo rolls its segment back; the
+    segment's events before it run again, and it and every later event of the batch then run in
+    a segment of their own, so one refusal costs one replay, never one per event."""
+    events = [(job, event) for job in batch.jobs for event in job.args["events"]]
+    await batch.preload(integration.organization_id, [_step(job, e).clock_key for job, e in events
+                                                      if not e.get("skipped")])
+    first_of_job: dict[str, int] = {}
+    for i, (job, _) in enumerate(events):
+        first_of_job.setdefault(job.id, i)
+    last_of_job = {job.id: i for i, (job, _) in enumerate(events)}
+    runs: list[Ran | None] = []  # one per event; None for an event after its job failed
+    alone_from, start, i = len(events), 0, 0
+    await batch.begin_segment()
+    while i < len(events):
+        job, event = events[i]
+        if i >= alone_from and i > start:
+            await batch.end_segment()
+            await batch.begin_segment()
+            start = i
+        failed = any(r is not None and r.failure for r in runs[first_of_job[job.id]:i])
+        with correlated("job", job.id):
+            ran = None if failed else await _run_event(services, batch, integration, job, event)
+        if ran is not None and ran.undo:
+            await batch.undo_segment()
+            await batch.begin_segment()
+            if i < alone_from:
+                alone_from, i = i, start
+                del runs[start:]
+                continue
+            if ran.kept is not None:
+                batch.keep(ran.kept)
+                batch.keep_outcome(job.id, ran.result.seq, "denied")
+        runs.append(ran)
+        if last_of_job[job.id] == i:
+            _finish(services, batch, job, runs[first_of_job[job.id]:])
+        i += 1
+
+
+async def _run_event(services: Services, batch: WebhookBatch, integration: Integration, job: ClaimedJob,
+                     event: dict[str, Any]) -> Ran:
+    result = EventResult(event["seq"], event["type"], event.get("user_id"), "applied")
+    if event.get("skipped"):
+        result.outcome, result.detail = "skipped", event["skipped"]
+        return Ran(result)
+    step = _step(job, event)
+    done = batch.outcome_of(job.id, step.seq)
+    if done is not None:  # a rerun: no second change, record or email
+        result.outcome = done
+        return Ran(result)
+    clock = batch.clock(step.clock_key)
+    if clock is not None and clock.occurred_at > step.occurred_at:
+        result.outcome = "stale"
+        result.detail = f"an event of {clock.occurred_at.isoformat()} ({clock.event_id}) was applied already"
+        return Ran(result)
+    if event["type"] in ADMIN_ROLE or event["type"] == "user.deleted":
+        batch.forget(step.user_id)  # its admin identity may change: read afresh from here on
+    units = EventUnits(batch)
+    try:
+        command = await command_for(batch.unit, integration, event)
+        if command is not None:
+            await services.bus_for(units).handle(command)
+        if units.first is not None and not units.first.committed:
+            await units.first.commit()  # a handler that found nothing to change
     except DomainError as refusal:
         if not isinstance(refusal, PermissionDenied) and refusal.record is None:
-            raise HandlerFailure(refusal) from refusal
+            result.outcome = "failed"
+            return Ran(result, undo=True, failure=refusal)
         result.outcome, result.detail = "denied", f"{refusal.code}: {refusal.message}"
+        return Ran(result, undo=True, kept=units.refusal.writes if units.refusal is not None else None)
+    if units.first is not None:
+        batch.keep(units.first.writes)
+    result.outcome = "applied" if units.first is not None and units.first.changed else "unchanged"
+    batch.keep_outcome(job.id, step.seq, result.outcome)
+    batch.move_clock(step.clock_key, Clock(step.occurred_at, step.event_key))
+    return Ran(result)
+
+
+def _finish(services: Services, batch: WebhookBatch, job: ClaimedJob, runs: list[Ran | None]) -> None:
+    """The job's row ends as its events say: a failed event fails it (retried with backoff, until
+    ``dead``); else ``summary``."""
+    failure = next((r.failure for r in runs if r is not None and r.failure is not None), None)
+    if failure is None:
+        outcome = summary([r.result for r in runs if r is not None])
+        batch.finish(job, outcome.status, result=outcome.result, error=outcome.error)
+        return
+    error = "".join(traceback.format_exception_only(HandlerFailure(failure)))
+    if job.tries >= services.settings.job_max_tries:
+        log.error("job %s (%s) is dead after %d tries: %s", job.id, job.function, job.tries, error.strip())
+        batch.finish(job, "dead", error=error)
     else:
-        result.outcome = units.outcome or "applied"
-    return result
+        batch.finish(job, "failed", error=error, retry_in=backoff(job.tries))
 
 
-async def command_for(services: Services, integration: Integration, event: dict[str, Any]) -> c.Command | None:
+async def command_for(units: Callable[[c.Actor], UnitOfWork], integration: Integration,
+                      event: dict[str, Any]) -> c.Command | None:
     """The command an event asks for; None when the user is already as the event says."""
     actor, kind, user_id, data = integration.actor(), event["type"], event["user_id"], event["data"]
     if kind in SUSPENDING:
@@ -432,21 +518,12 @@ async def command_for(services: Services, integration: Integration, event: dict[
         return c.DeleteUser(actor, user_id) if integration.delete_mode == "delete" else c.SuspendUser(actor, user_id)
     if kind in EMAIL_CHANGES:
         return c.UpdateUser(actor, user_id, {"email": data["email"]})
-    assigning = kind == "admin_role.assigned"
-    async with services.uow(actor) as uow:
-        user, admin = await uow.users.get_with_linked_admin(actor.organization_id, user_id) or (None, None)
-        same_email = None
-        if assigning and user is not None and admin is None:
-            same_email = await uow.admins.by_email(actor.organization_id, user.email)
-    if assigning:
-        role = Role(data["role"])
-        if admin is None and same_email is not None and not same_email.is_linked:
-            # The seed's other way in: the admin who has the user's email is linked to it.
-            return c.LinkAdminToUser(actor, same_email.id, acknowledge=True, role=role)
-        if admin is None:
-            return c.CreateAdminFromUser(actor, role, user_id=user_id, api_access=bool(data.get("api_access")))
-        return c.UpdateAdmin(actor, admin.id, role=role) if admin.role != role else None
+    if kind == "admin_role.assigned":
+        return c.AssignAdminRole(actor, user_id, Role(data["role"]), api_access=bool(data.get("api_access")))
     if kind == "admin_role.removed":
+        async with units(actor) as uow:
+            found = await uow.users.get_with_linked_admin(actor.organization_id, user_id)
+        admin = found[1] if found is not None else None
         return c.RemoveAdminAccess(actor, admin.id, acknowledge=True) if admin is not None else None
     raise NotFound("unknown_event_type", f"{kind!r} has no command")
 
@@ -462,114 +539,3 @@ def summary(results: list[EventResult]) -> JobOutcome:
     if considered and all(r.outcome == "stale" for r in considered):
         return JobOutcome("stale", body)
     return JobOutcome("complete", body)
-
-
-# --- the units of work of one event -----------------------------------------------------------
-
-
-class EventUnits:
-    """The unit-of-work factory the bus gets for one event. The command's own unit of work holds
-    the ordering lock; the bus asks for a second one only to record a refusal."""
-
-    def __init__(self, services: Services, step: Step) -> None:
-        self.services = services
-        self.step = step
-        self.ordered: OrderedUnitOfWork | None = None
-
-    def __call__(self, actor: c.Actor) -> UnitOfWork:
-        if self.ordered is None:
-            self.ordered = OrderedUnitOfWork(self.services, actor, self.step)
-            return self.ordered
-        return RefusalUnitOfWork(self.services, actor, self.step)
-
-    @property
-    def outcome(self) -> str | None:
-        return self.ordered.outcome if self.ordered else None
-
-
-def _take_turn_statement(insert: Any) -> Any:
-    """One statement takes the event's turn: it creates the clock if needed and locks it (an
-    upsert's update locks the row; on SQLite, any write takes the database's write lock), moves it
-    to the event unless a newer event is there (the move is undone with the transaction if the
-    event is not applied), and answers the clock and the event's recorded outcome, if any."""
-    versions, outcomes = orm.attribute_versions, orm.webhook_event_outcomes
-    statement = insert(versions)
-    newer_or_same = versions.c.occurred_at <= statement.excluded.occurred_at
-    outcome = sa.select(outcomes.c.outcome).where(
-        outcomes.c.job_id == sa.bindparam("job_id"), outcomes.c.seq == sa.bindparam("seq")).scalar_subquery()
-    return statement.on_conflict_do_update(
-        index_elements=[versions.c.organization_id, versions.c.user_id, versions.c.attribute],
-        set_={"occurred_at": sa.case((newer_or_same, statement.excluded.occurred_at), else_=versions.c.occurred_at),
-              "event_id": sa.case((newer_or_same, statement.excluded.event_id), else_=versions.c.event_id)},
-    ).returning(versions.c.occurred_at, versions.c.event_id, outcome.label("outcome"))
-
-
-# Built once: each event runs it (building a statement costs more Python than running it).
-TAKE_TURN = {"postgresql": _take_turn_statement(postgresql.insert), "sqlite": _take_turn_statement(sqlite.insert)}
-
-
-class OrderedUnitOfWork(UnitOfWork):
-    """A unit of work that first takes the turn of its event's (user, attribute): a row lock on
-    PostgreSQL, the write lock on SQLite, held until commit, so concurrent events of one
-    attribute apply one after the other and an older one never lands after a newer one."""
-
-    def __init__(self, services: Services, actor: c.Actor, step: Step) -> None:
-        super().__init__(services.session_factory, services.queue, services.sessions, services.box, actor)
-        self.step = step
-        self.dialect = services.engine.dialect.name
-        self.outcome: str | None = None
-
-    async def __aenter__(self) -> OrderedUnitOfWork:
-        await super().__aenter__()
-        try:
-            await self._take_turn()
-        except BaseException:
-            await self.session.close()  # __aexit__ does not run when __aenter__ raises
-            raise
-        return self
-
-    async def _take_turn(self) -> None:
-        step = self.step
-        clock = (await self.session.execute(TAKE_TURN[self.dialect], {
-            "organization_id": step.organization_id, "user_id": step.user_id, "attribute": step.attribute,
-            "occurred_at": step.occurred_at, "event_id": step.event_key, "job_id": step.job_id,
-            "seq": step.seq})).one()
-        if clock.outcome is not None:
-            raise AlreadyDone(clock.outcome)
-        if clock.event_id != step.event_key:  # the clock stayed with a newer event
-            newest = aware(clock.occurred_at)
-            assert newest is not None
-            raise StaleEvent(clock.event_id, newest)
-
-    async def commit(self) -> None:
-        if self.outcome is None:
-            self.outcome = "applied" if self.events else "unchanged"
-            await write_outcome(self.session, self.step, self.outcome)
-        await super().commit()
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        try:
-            if exc_type is None and self.outcome is None:
-                await self.commit()  # a handler that found nothing to change: the clock moves on
-        finally:
-            await super().__aexit__(exc_type, exc, tb)
-
-
-class RefusalUnitOfWork(UnitOfWork):
-    """Where the bus records a refusal: the event's outcome is written with the record."""
-
-    def __init__(self, services: Services, actor: c.Actor, step: Step) -> None:
-        super().__init__(services.session_factory, services.queue, services.sessions, services.box, actor)
-        self.step = step
-
-    async def commit(self) -> None:
-        await write_outcome(self.session, self.step, "denied")
-        await super().commit()
-
-
-async def write_outcome(session: Any, step: Step, outcome: str) -> None:
-    await session.execute(orm.webhook_event_outcomes.insert(), {
-        "job_id": step.job_id, "seq": step.seq, "organization_id": step.organization_id, "outcome": outcome,
-        "recorded_at": now()})
-

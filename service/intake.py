@@ -5,9 +5,8 @@ that costs each delivery a transaction (four round trips to PostgreSQL) and an a
 round trips to Redis). Here, deliveries that arrive while a batch is being written wait for the
 next batch, which takes them all: users looked up by email in one query, the rows inserted in one
 statement, and one round trip to Redis for the whole batch. Under light load a batch is a single
-delivery, written at once: nothing waits for a timer. On PostgreSQL, a batch whose subjects are
-all emails that lookup found is written on asyncpg itself (``adapters.direct``); any other batch
-is one SQLAlchemy transaction with the employee-id links it teaches.
+delivery, written at once: nothing waits for a timer. The statements are the adapters' business
+(``adapters.webhook_intake.DeliveryStore``: on PostgreSQL, asyncpg itself where it can be).
 
 Each delivery still gets its own answer: its job (new or recorded before), 422 for an unknown
 subject, or 503 if the database or Redis cannot take it.
@@ -16,29 +15,22 @@ subject, or 503 if the database or Redis cannot take it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from service import inbound, metrics
-from service.adapters import direct, orm
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT
+from service.adapters.webhook_intake import DATABASE_DOWN, Collision, DeliveryWrites
 from service.bootstrap import Services
+from service.deliveries import Delivery
 from service.domain.model import new_id, normalise_email, now
 from service.logging import log_error
-from webhooks.payloads import Delivery
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 WRITERS = 2
-DATABASE_DOWN: tuple[type[Exception], ...] = (SQLAlchemyError, *direct.ERRORS)
 
 Outcome = tuple[str, bool, str] | Exception  # (job id, recorded before, status), or why not taken
 
@@ -92,14 +84,14 @@ class Intake:
     async def _write(self, batch: list[Pending]) -> None:
         try:
             outcomes = await self._record(batch)
-        except IntegrityError:  # an employee-id link learned concurrently: each on its own
+        except Collision:  # an employee-id link learned concurrently: each on its own
             outcomes = {}
             for pending in batch:
                 outcomes.update(await self._record_alone(pending))
         except DATABASE_DOWN:
             log.warning("%d webhook deliveries not recorded: the database is unavailable", len(batch))
             outcomes = {p.key: inbound.Unavailable("the database is unavailable") for p in batch}
-        await self._enqueue(outcomes)
+        await self._wake_drains(batch, outcomes)
         answered: set[str] = set()
         for pending in batch:
             outcome = outcomes[pending.key]
@@ -113,7 +105,7 @@ class Intake:
         for attempt in range(2):
             try:
                 return await self._record([pending])
-            except IntegrityError:
+            except Collision:
                 if attempt:
                     break
             except DATABASE_DOWN:
@@ -121,40 +113,25 @@ class Intake:
         return {pending.key: inbound.Unavailable("the database is unavailable")}
 
     async def _record(self, batch: list[Pending]) -> dict[str, Outcome]:
-        """The batch's rows, on asyncpg itself where it can be (PostgreSQL, every subject an email
-        the batch's lookup found: no link to learn, so each statement may commit on its own),
-        else in one SQLAlchemy transaction with the links the deliveries teach."""
-        if self.services.direct is not None:
-            try:
-                async with self.services.direct.acquire() as conn:
-                    return await _record_batch(DirectWrites(conn), batch)
-            except NeedsTransaction:
-                pass
-        # A Core connection, not an ORM session: nothing here is an object, and a session's
-        # bookkeeping costs more than these statements.
-        async with self.services.engine.begin() as conn:
-            return await _record_batch(CoreWrites(conn), batch)
+        return await self.services.deliveries.write(lambda writes: _record_batch(writes, batch))
 
-    async def _enqueue(self, outcomes: dict[str, Outcome]) -> None:
-        """The queued jobs to arq, again for a replay (its first enqueue may have failed)."""
-        queued = {key: o[0] for key, o in outcomes.items() if not isinstance(o, Exception) and o[2] == "queued"}
+    async def _wake_drains(self, batch: list[Pending], outcomes: dict[str, Outcome]) -> None:
+        """Wakes the drain job of each integration with queued jobs, again for a replay (its first
+        wake-up may have failed)."""
+        queued = {key for key, o in outcomes.items() if not isinstance(o, Exception) and o[2] == "queued"}
         if not queued:
             return
+        drains = sorted({inbound.drain_job(p.integration) for p in batch if p.key in queued})
         try:
             async with asyncio.timeout(REDIS_ANSWER_TIMEOUT):
-                await self.services.queue.enqueue_many(inbound.APPLY_FUNCTION, list(queued.values()))
+                await self.services.queue.wake(inbound.DRAIN_FUNCTION, drains)
         except Exception as exc:  # Redis down or stuck: the rows are safe, the reconciler enqueues them
             log.warning("%d webhook jobs recorded but not enqueued: %s", len(queued), type(exc).__name__)
             for key in queued:
                 outcomes[key] = inbound.Unavailable("the queue is unavailable")
 
 
-class NeedsTransaction(Exception):
-    """A subject that only a lookup of its own can resolve, or a link to learn: the batch is
-    written in a SQLAlchemy transaction instead."""
-
-
-async def _record_batch(writes: CoreWrites | DirectWrites, batch: list[Pending]) -> dict[str, Outcome]:
+async def _record_batch(writes: DeliveryWrites, batch: list[Pending]) -> dict[str, Outcome]:
     """Each delivery's job row; a key that comes twice is recorded once."""
     outcomes: dict[str, Outcome] = {}
     rows: list[dict[str, Any]] = []
@@ -165,7 +142,7 @@ async def _record_batch(writes: CoreWrites | DirectWrites, batch: list[Pending])
             continue
         seen_keys.add(pending.key)
         try:
-            events = await writes.resolve(pending, known)
+            events = await inbound.resolve_events(writes, pending.integration, pending.delivery, known)
         except inbound.Unprocessable as refused:
             outcomes[pending.key] = refused
             continue
@@ -191,89 +168,3 @@ def _job_row(pending: Pending, events: list[dict[str, Any]]) -> dict[str, Any]:
 def _wanted_emails(batch: list[Pending]) -> set[tuple[str, str]]:
     return {(p.integration.organization_id, normalise_email(e.subject.email))
             for p in batch for e in p.delivery.events if e.subject.email}
-
-
-class CoreWrites:
-    """The batch's statements through SQLAlchemy, in the caller's transaction (any database)."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
-    async def users_by_email(self, wanted: set[tuple[str, str]]) -> inbound.KnownEmails:
-        """A subject not found here is looked up on its own by ``resolve`` (so a case-folding
-        difference never turns into a 422)."""
-        if not wanted:
-            return {}
-        found = await self.conn.execute(USERS_BY_EMAIL, {"orgs": list({org for org, _ in wanted}),
-                                                         "emails": list({e for _, e in wanted})})
-        return {(row.organization_id, row.email): row.id for row in found}
-
-    async def resolve(self, pending: Pending, known: inbound.KnownEmails) -> list[dict[str, Any]]:
-        return await inbound.resolve_events(self.conn, pending.integration, pending.delivery, known)
-
-    async def insert(self, rows: list[dict[str, Any]]) -> set[str]:
-        # Rows as parameters, not in the statement: its compiled form is cached, and SQLAlchemy
-        # still sends them as one multi-row INSERT.
-        insert = INSERT_IGNORING_DUPLICATES[self.conn.dialect.name]
-        return set(await self.conn.scalars(insert, rows))
-
-    async def recorded(self, keys: list[str]) -> list[tuple[str, str, str]]:
-        found = await self.conn.execute(RECORDED_JOBS, {"keys": keys})
-        return [(row.idempotency_key, row.id, row.status) for row in found]
-
-
-class DirectWrites:
-    """The same statements on asyncpg (PostgreSQL), each committing on its own."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    async def users_by_email(self, wanted: set[tuple[str, str]]) -> inbound.KnownEmails:
-        if not wanted:
-            return {}
-        found = await self.conn.fetch(DIRECT_USERS_BY_EMAIL, list({org for org, _ in wanted}),
-                                      list({e for _, e in wanted}))
-        return {(org, email): user_id for org, email, user_id in found}
-
-    async def resolve(self, pending: Pending, known: inbound.KnownEmails) -> list[dict[str, Any]]:
-        inbound.check_data(pending.delivery)
-        users = inbound.known_subjects(pending.integration, pending.delivery, known)
-        if users is None:
-            raise NeedsTransaction
-        return inbound.job_events(pending.delivery, users)
-
-    async def insert(self, rows: list[dict[str, Any]]) -> set[str]:
-        found = await self.conn.fetch(
-            DIRECT_INSERT_IGNORING_DUPLICATES, [r["id"] for r in rows], [r["organization_id"] for r in rows],
-            [r["idempotency_key"] for r in rows], [json.dumps(r["args"], separators=(",", ":")) for r in rows],
-            inbound.APPLY_FUNCTION, rows[0]["created_at"])
-        return {key for (key,) in found}
-
-    async def recorded(self, keys: list[str]) -> list[tuple[str, str, str]]:
-        return [tuple(row) for row in await self.conn.fetch(DIRECT_RECORDED_JOBS, keys)]
-
-
-# Statements built once: building one costs more Python than running it.
-# A key recorded before (a sender's retry, a concurrent delivery) is skipped, not an error.
-INSERT_IGNORING_DUPLICATES = {
-    "postgresql": postgresql.insert(orm.jobs).on_conflict_do_nothing().returning(orm.jobs.c.idempotency_key),
-    "sqlite": sqlite.insert(orm.jobs).on_conflict_do_nothing().returning(orm.jobs.c.idempotency_key)}
-_LOWER_EMAIL = sa.func.lower(orm.users.c.email)
-USERS_BY_EMAIL = sa.select(orm.users.c.organization_id, _LOWER_EMAIL.label("email"), orm.users.c.id).where(
-    orm.users.c.organization_id.in_(sa.bindparam("orgs", expanding=True)),
-    _LOWER_EMAIL.in_(sa.bindparam("emails", expanding=True)))
-RECORDED_JOBS = sa.select(orm.jobs.c.idempotency_key, orm.jobs.c.id, orm.jobs.c.status).where(
-    orm.jobs.c.idempotency_key.in_(sa.bindparam("keys", expanding=True)))
-
-# The same three for asyncpg. Arrays, not one parameter per row, so each statement is prepared
-# once per connection whatever the batch's size.
-DIRECT_USERS_BY_EMAIL = """
-SELECT organization_id, lower(email), id FROM users
-WHERE organization_id = ANY($1::varchar[]) AND lower(email) = ANY($2::text[])"""
-DIRECT_INSERT_IGNORING_DUPLICATES = """
-INSERT INTO jobs (id, organization_id, idempotency_key, args, function, status, created_at)
-SELECT id, organization_id, idempotency_key, args, $5, 'queued', $6
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::json[]) AS t(id, organization_id, idempotency_key, args)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING idempotency_key"""
-DIRECT_RECORDED_JOBS = "SELECT idempotency_key, id, status FROM jobs WHERE idempotency_key = ANY($1::varchar[])"

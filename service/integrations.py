@@ -9,17 +9,14 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
-from service.adapters import orm
 from service.adapters.crypto import token_hash
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
 from service.domain.model import now
-from service.handlers import Handler, authorize
+from service.handlers.common import Handler, authorize
 from service.policy import Action
+from service.unit_of_work import UnitOfWork
 from service.views import iso
 
 KINDS = ("scim", "hr", "directory")
@@ -54,9 +51,7 @@ def view(row: Any) -> dict[str, Any]:
 
 
 async def _load(uow: UnitOfWork, integration_id: str) -> Any:
-    table = orm.integrations
-    row = (await uow.session.execute(sa.select(table).where(
-        table.c.organization_id == uow.actor.organization_id, table.c.id == integration_id))).one_or_none()
+    row = await uow.integrations.get(uow.actor.organization_id, integration_id)
     if row is None:
         raise NotFound("integration_not_found", "no such integration")
     return row
@@ -110,16 +105,13 @@ async def create_integration(cmd: c.CreateIntegration, uow: UnitOfWork) -> dict[
         raise InvalidRequest("invalid_field", "name must not be empty")
     denial = Recorded("integration_create", Resource("integration", "", username=name), success=False)
     authorize(uow, Action.MANAGE_INTEGRATIONS, True, denial)
-    table = orm.integrations
-    exists = await uow.session.scalar(sa.select(sa.func.count()).select_from(table).where(
-        table.c.organization_id == uow.actor.organization_id, table.c.name == name))
-    if exists:
+    if await uow.integrations.name_taken(uow.actor.organization_id, name):
         raise Conflict("integration_name_taken", "another integration has this name")
     shown, stored = _credential(cmd.kind, cmd.provider, cmd.secret)
     if "secret_encrypted" in stored:
         stored["secret_encrypted"] = uow.box.seal(stored["secret_encrypted"])
-    integration_id = await uow.rows(table).insert(
-        organization_id=uow.actor.organization_id, kind=cmd.kind, provider=cmd.provider, name=name,
+    integration_id = await uow.integrations.add(
+        uow.actor.organization_id, kind=cmd.kind, provider=cmd.provider, name=name,
         role=cmd.role, delete_mode=cmd.delete_mode, **stored,
     )
     row = await _load(uow, integration_id)
@@ -140,7 +132,7 @@ async def rotate_integration_credential(cmd: c.RotateIntegrationCredential, uow:
             "previous_secret_encrypted": row.secret_encrypted,
             "previous_secret_expires_at": now() + ROTATION_GRACE,
         }
-    await uow.rows(orm.integrations).update(row.organization_id, row.id, rotated_at=now(), **stored)
+    await uow.integrations.update(row.organization_id, row.id, rotated_at=now(), **stored)
     uow.collect(Recorded("integration_update", resource(row), (Change("secret", None, None),)))
     await uow.commit()
     return _answer(await _load(uow, row.id), shown)
@@ -149,16 +141,13 @@ async def rotate_integration_credential(cmd: c.RotateIntegrationCredential, uow:
 async def delete_integration(cmd: c.DeleteIntegration, uow: UnitOfWork) -> None:
     row = await _load(uow, cmd.integration_id)
     authorize(uow, Action.MANAGE_INTEGRATIONS, True, Recorded("integration_delete", resource(row), success=False))
-    await uow.rows(orm.integrations).delete(row.organization_id, id=row.id)
+    await uow.integrations.delete(row.organization_id, row.id)
     uow.collect(Recorded("integration_delete", resource(row)))
     await uow.commit()
 
 
 async def list_integrations(uow: UnitOfWork) -> list[dict[str, Any]]:
-    table = orm.integrations
-    rows = await uow.session.execute(sa.select(table).where(
-        table.c.organization_id == uow.actor.organization_id).order_by(table.c.created_at))
-    return [view(r) for r in rows]
+    return [view(r) for r in await uow.integrations.all(uow.actor.organization_id)]
 
 
 HANDLERS: dict[type[c.Command], Handler] = {

@@ -26,6 +26,7 @@ REDACTED = "[redacted]"
 _correlation: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
     "adminlink_correlation", default=None
 )
+_batch: contextvars.ContextVar[str | None] = contextvars.ContextVar("adminlink_batch", default=None)
 
 # Keys whose values are secrets wherever they appear (request bodies, job arguments, log extras).
 SECRET_KEY_PATTERN = re.compile(
@@ -78,6 +79,17 @@ def correlated(kind: str, ident: str) -> Iterator[None]:
         yield
     finally:
         _correlation.reset(token)
+
+
+@contextmanager
+def in_batch(batch_id: str) -> Iterator[None]:
+    """Marks log lines written meanwhile with the batch (of webhook events) they belong to, beside
+    the job (``correlated``) of the event being applied."""
+    token = _batch.set(batch_id)
+    try:
+        yield
+    finally:
+        _batch.reset(token)
 
 
 def bind_job(job_id: str) -> None:
@@ -191,6 +203,8 @@ class JsonFormatter(logging.Formatter):
         current = correlation()
         if current is not None:
             entry[f"{current[0]}_id"] = current[1]
+        if (batch := _batch.get()) is not None:
+            entry["batch_id"] = batch
         for name, value in vars(record).items():
             if name not in _STANDARD and not name.startswith("_"):
                 entry[name] = redact(value, name)
@@ -210,6 +224,8 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         if current is not None:
             line = f"{line} [{current[0]}={current[1]}]"
+        if (batch := _batch.get()) is not None:
+            line = f"{line} [batch={batch}]"
         if isinstance(told := getattr(record, "traceback", None), str):  # a database error's (log_error)
             line = f"{line}\n{told}"
         return redact_text(line)

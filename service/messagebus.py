@@ -6,28 +6,27 @@ is rolled back with everything else, then recorded in its own transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from service import handlers, integrations, ops, provisioning
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, DomainError
-
-HANDLERS: dict[type[Command], handlers.Handler] = {**handlers.HANDLERS, **integrations.HANDLERS,
-                                                   **provisioning.HANDLERS, **ops.HANDLERS}
+from service.handlers.common import Handler
+from service.unit_of_work import UnitOfWork
 
 UnitOfWorkFactory = Callable[[Actor], UnitOfWork]
+HandlerTable = Mapping[type[Command], Handler]  # built by bootstrap, which knows every feature
 
 
 class MessageBus:
-    def __init__(self, uow_factory: UnitOfWorkFactory) -> None:
+    def __init__(self, uow_factory: UnitOfWorkFactory, handlers: HandlerTable) -> None:
         self.uow_factory = uow_factory
+        self.handlers = handlers
 
     async def handle(self, command: Command) -> Any:
-        handler = HANDLERS[type(command)]
+        handler = self.handlers[type(command)]
         try:
             async with self.uow_factory(command.actor) as uow:
                 return await handler(command, uow)

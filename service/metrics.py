@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from service.adapters import orm
+from service.domain.jobs import RUNNABLE
 from service.logging import log_error, route_of
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 
 HTTP_REQUESTS = Counter(
     "adminlink_http_requests", "HTTP requests answered, by route pattern and status.",
@@ -144,10 +147,16 @@ def _error_code(response: web.StreamResponse | None) -> str | None:
 JOBS_KEY = "adminlink:metrics:jobs"
 _STARTED = "_adminlink_metrics_started"
 _ENDED_AS = "_adminlink_metrics_ended_as"
+_COUNTED = "_adminlink_metrics_counted"
 
 
 def job_started(ctx: dict[str, Any]) -> None:
     ctx[_STARTED] = time.perf_counter()
+
+
+def counted_by_batch(ctx: dict[str, Any]) -> None:
+    """The job's rows are counted by the batch that applied them (``record_batch``), not here."""
+    ctx[_COUNTED] = True
 
 
 def job_ended_as(ctx: dict[str, Any], function: str, status: str) -> None:
@@ -161,7 +170,7 @@ async def job_finished(ctx: dict[str, Any]) -> None:
     started = ctx.get(_STARTED)
     services: Services | None = ctx.get("services")
     job_id = str(ctx.get("job_id", ""))
-    if started is None or services is None or job_id.startswith("cron:"):
+    if started is None or services is None or job_id.startswith("cron:") or ctx.get(_COUNTED):
         return
     seconds = time.perf_counter() - started
     try:
@@ -189,12 +198,35 @@ def _outcome(status: str) -> str:
 
 
 async def record_job(redis: Any, function: str, outcome: str, seconds: float) -> None:
-    bucket = next((str(b) for b in JOB_BUCKETS if seconds <= b), "+Inf")
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hincrby(JOBS_KEY, f"count\t{function}\t{outcome}", 1)
-        pipe.hincrby(JOBS_KEY, f"bucket\t{function}\t{outcome}\t{bucket}", 1)
-        pipe.hincrbyfloat(JOBS_KEY, f"sum\t{function}\t{outcome}", seconds)
+        _count_jobs(pipe, function, outcome, 1, seconds)
         await pipe.execute()
+
+
+def _count_jobs(pipe: Any, function: str, outcome: str, runs: int, seconds: float) -> None:
+    bucket = next((str(b) for b in JOB_BUCKETS if seconds <= b), "+Inf")
+    pipe.hincrby(JOBS_KEY, f"count\t{function}\t{outcome}", runs)
+    pipe.hincrby(JOBS_KEY, f"bucket\t{function}\t{outcome}\t{bucket}", runs)
+    pipe.hincrbyfloat(JOBS_KEY, f"sum\t{function}\t{outcome}", seconds * runs)
+
+
+async def record_batch(redis: Any, function: str, statuses: list[str], seconds: float) -> None:
+    """A batch of jobs applied together (webhook events): each job counts as a run of the batch's
+    duration, and the batch's size goes to the batch-size histogram. Never fails the batch."""
+    if not statuses:
+        return
+    size = len(statuses)
+    bucket = next((str(b) for b in BATCH_BUCKETS if size <= b), "+Inf")
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for status, runs in collections.Counter(statuses).items():
+                _count_jobs(pipe, function, _outcome(status), runs, seconds)
+            pipe.hincrby(JOBS_KEY, f"batch\t{function}\t{bucket}", 1)
+            pipe.hincrby(JOBS_KEY, f"batch_sum\t{function}", size)
+            await pipe.execute()
+    except Exception as exc:  # metrics never fail a job
+        log_error(log, exc, "could not record metrics of a batch of %d %s jobs", size, function,
+                  level=logging.WARNING)
 
 
 @dataclass
@@ -202,6 +234,12 @@ class JobTotals:
     counts: dict[tuple[str, str], float] = field(default_factory=dict)
     sums: dict[tuple[str, str], float] = field(default_factory=dict)
     buckets: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    batch_buckets: dict[str, dict[str, float]] = field(default_factory=dict)  # function -> bucket -> batches
+    batch_sums: dict[str, float] = field(default_factory=dict)  # function -> jobs in its batches
+
+    def batches(self, function: str) -> tuple[int, float]:
+        """How many batches of the function ran, and how many jobs they held together."""
+        return int(sum(self.batch_buckets.get(function, {}).values())), self.batch_sums.get(function, 0.0)
 
 
 def parse_job_totals(raw: dict[Any, Any]) -> JobTotals:
@@ -215,6 +253,10 @@ def parse_job_totals(raw: dict[Any, Any]) -> JobTotals:
             totals.sums[(parts[1], parts[2])] = number
         elif parts[0] == "bucket" and len(parts) == 4:
             totals.buckets.setdefault((parts[1], parts[2]), {})[parts[3]] = number
+        elif parts[0] == "batch" and len(parts) == 3:
+            totals.batch_buckets.setdefault(parts[1], {})[parts[2]] = number
+        elif parts[0] == "batch_sum" and len(parts) == 2:
+            totals.batch_sums[parts[1]] = number
     return totals
 
 
@@ -253,24 +295,34 @@ class SnapshotCollector(Collector):
                                           labels=["function", "outcome"])
         for labels in sorted(totals.counts):
             runs.add_metric(list(labels), totals.counts[labels])
-            per_bucket = totals.buckets.get(labels, {})
-            cumulative, points = 0.0, []
-            for bound in [*map(str, JOB_BUCKETS), "+Inf"]:
-                cumulative += per_bucket.get(bound, 0.0)
-                points.append((bound, cumulative))
+            points = _cumulative(totals.buckets.get(labels, {}), JOB_BUCKETS)
             durations.add_metric(list(labels), points, totals.sums.get(labels, 0.0))
         yield runs
         yield durations
+        sizes = HistogramMetricFamily("adminlink_job_batch_size", "Jobs applied together in one transaction "
+                                      "(webhook events), per batch.", labels=["function"])
+        for function in sorted(totals.batch_buckets):
+            points = _cumulative(totals.batch_buckets[function], BATCH_BUCKETS)
+            sizes.add_metric([function], points, totals.batch_sums.get(function, 0.0))
+        yield sizes
+
+
+def _cumulative(per_bucket: dict[str, float], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    """Prometheus' cumulative buckets from counts per upper bound."""
+    cumulative, points = 0.0, []
+    for bound in [*map(str, bounds), "+Inf"]:
+        cumulative += per_bucket.get(bound, 0.0)
+        points.append((bound, cumulative))
+    return points
 
 
 async def snapshot(services: Services) -> Snapshot:
     raw: dict[Any, Any] = await services.redis.hgetall(JOBS_KEY)  # type: ignore[misc]
     jobs = orm.jobs
-    waiting = ("queued", "in_progress", "failed")
     async with services.session_factory() as session:
         rows = await session.execute(
             sa.select(jobs.c.function, jobs.c.status, sa.func.count())
-            .where(jobs.c.status.in_(waiting)).group_by(jobs.c.function, jobs.c.status)
+            .where(jobs.c.status.in_(RUNNABLE)).group_by(jobs.c.function, jobs.c.status)
         )
         depth = {(r[0], r[1]): int(r[2]) for r in rows}
     length = await services.redis.zcard(services.settings.queue_name)

@@ -1,31 +1,30 @@
 """SCIM provisioning: what a SCIM provider asks for, each in ONE transaction.
 
 A provider's request often means several changes at once (a PUT renames, suspends and sets a
-password). Each change runs through the existing handler for it, so permission checks, session
-ending, emails and Directory Insights records are those of the management API; they share one
-transaction, so a refusal of any part (a permission denial, the last Administrator with Billing)
-rolls the whole request back, as RFC 7644 §3.5.2 requires of a PATCH.
+password). Each change runs through the commit-free step of its management-API handler
+(``service.handlers.users.<name>_step``), so permission checks, session ending, emails and Directory Insights
+records are those of the management API; they share one transaction, committed once, so a
+refusal of any part (a permission denial, the last Administrator with Billing) rolls the whole
+request back, as RFC 7644 §3.5.2 requires of a PATCH.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapper
 
-from service import handlers
-from service.adapters import orm
 from service.adapters.crypto import verify_password
-from service.adapters.repository import Groups, ScimProfiles
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
 from service.domain.model import User, UserState, now
+from service.handlers import common, users
 from service.policy import Action
+from service.unit_of_work import UnitOfWork
 
 MAX_GROUP_NAME = 300
 MAX_EXTERNAL_ID = 300
@@ -37,24 +36,6 @@ class VersionMismatch(Conflict):
 
     def __init__(self) -> None:
         super().__init__("version_mismatch", "the resource changed since the version given")
-
-
-class _OneTransaction:
-    """The caller's unit of work, handed to existing handlers: their commit only flushes, so
-    their changes, records and jobs are committed once, together, by the caller."""
-
-    def __init__(self, uow: UnitOfWork) -> None:
-        self._uow = uow
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._uow, name)
-
-    async def commit(self) -> None:
-        await self._uow.session.flush()
-
-
-def in_one_transaction(uow: UnitOfWork) -> UnitOfWork:
-    return cast(UnitOfWork, _OneTransaction(uow))
 
 
 # --- versions (ETags) ------------------------------------------------------------------------
@@ -105,15 +86,12 @@ def _touch_user(mapper: Any, connection: Any, target: Any) -> None:
 async def _lock_user(uow: UnitOfWork, user_id: str) -> None:
     """Takes the user's row lock (the write lock on SQLite) before reading it, so the version
     check and the change cannot interleave with another writer."""
-    users = orm.users
-    await uow.session.execute(sa.update(users).where(
-        users.c.organization_id == uow.actor.organization_id, users.c.id == user_id,
-    ).values(id=users.c.id))
+    await uow.users.lock(uow.actor.organization_id, user_id)
 
 
 async def load_visible_user(uow: UnitOfWork, user_id: str) -> User:
     """A user a SCIM provider can see: one it deleted in ``suspend`` mode is gone for it."""
-    user = await handlers.load_user(uow, user_id)
+    user = await common.load_user(uow, user_id)
     if user.scim_deleted_at is not None:
         raise NotFound("user_not_found", "no such user")
     return user
@@ -121,8 +99,8 @@ async def load_visible_user(uow: UnitOfWork, user_id: str) -> User:
 
 async def current_user_version(uow: UnitOfWork, user: User) -> str:
     org_id = uow.actor.organization_id
-    profile = await ScimProfiles(uow.session).get(org_id, user.id)
-    groups = (await Groups(uow.session).of_users(org_id, [user.id]))[user.id]
+    profile = await uow.scim_profiles.get(org_id, user.id)
+    groups = (await uow.groups.of_users(org_id, [user.id]))[user.id]
     return user_version(user, profile, groups)
 
 
@@ -135,7 +113,7 @@ async def _apply_scim_fields(uow: UnitOfWork, user: User, wanted: c.ProvisionedP
                              creating: bool = False) -> None:
     """externalId and the attributes kept for the provider: an "other user operation" (at creation,
     part of the creation, which is authorized and recorded as such)."""
-    profiles = ScimProfiles(uow.session)
+    profiles = uow.scim_profiles
     current = await profiles.get(user.organization_id, user.id)
     before = {"external_id": user.external_id, "display_name": getattr(current, "display_name", None),
               "email_type": getattr(current, "email_type", None), **(getattr(current, "attributes", None) or {})}
@@ -145,30 +123,30 @@ async def _apply_scim_fields(uow: UnitOfWork, user: User, wanted: c.ProvisionedP
     if not changes:
         return
     if not creating:
-        await handlers.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
+        await common.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
     user.external_id = wanted.external_id
     user.updated_at = now()
     await profiles.put(user.organization_id, user.id, display_name=wanted.display_name,
                        email_type=wanted.email_type, attributes=wanted.attributes)
     if not creating:
-        uow.collect(Recorded("user_update", handlers.user_resource(user), tuple(changes)))
+        uow.collect(Recorded("user_update", common.user_resource(user), tuple(changes)))
 
 
 async def _apply(uow: UnitOfWork, user: User, wanted: c.ProvisionedProfile, password: str | None) -> None:
     """Brings the user to the wanted state, each difference through its own handler."""
-    steps, actor = in_one_transaction(uow), uow.actor
+    actor = uow.actor
     if wanted.active and user.state != UserState.ACTIVATED:
-        await handlers.activate_user(c.ActivateUser(actor, user.id), steps)
+        await users.activate_user_step(c.ActivateUser(actor, user.id), uow)
     fields = {"username": wanted.username, "email": wanted.email, "firstname": wanted.firstname,
               "lastname": wanted.lastname}
     changed = {name: value for name, value in fields.items() if value.strip() != getattr(user, name)}
     if changed:
-        await handlers.update_user(c.UpdateUser(actor, user.id, changed), steps)
+        await users.update_user_step(c.UpdateUser(actor, user.id, changed), uow)
     await _apply_scim_fields(uow, user, wanted)
     if password is not None and not verify_password(user.password_hash, password):
-        await handlers.set_password(c.SetPassword(actor, user.id, password), steps)
+        await users.set_password_step(c.SetPassword(actor, user.id, password), uow)
     if not wanted.active and user.state == UserState.ACTIVATED:
-        await handlers.suspend_user(c.SuspendUser(actor, user.id), steps)
+        await users.suspend_user_step(c.SuspendUser(actor, user.id), uow)
 
 
 async def provision_user(cmd: c.ProvisionUser, uow: UnitOfWork) -> User:
@@ -179,7 +157,7 @@ async def provision_user(cmd: c.ProvisionUser, uow: UnitOfWork) -> User:
     state = UserState.ACTIVATED if wanted.active else UserState.SUSPENDED
     create = c.CreateUser(uow.actor, wanted.email, wanted.username, wanted.firstname, wanted.lastname,
                           password=cmd.password, state=state, external_id=wanted.external_id)
-    user: User = await handlers.create_user(create, in_one_transaction(uow))
+    user = await users.create_user_step(create, uow)
     await _apply_scim_fields(uow, user, wanted, creating=True)
     await uow.commit()
     return user
@@ -189,9 +167,9 @@ async def _revive(uow: UnitOfWork, user: User, wanted: c.ProvisionedProfile, pas
     """A provider creates again a user it deleted in ``suspend`` mode: the same identity comes back
     (its admin role, MFA and history kept), brought to the state the provider sends."""
     await _lock_user(uow, user.id)
-    await handlers.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
+    await common.authorize_on_user(uow, Action.UPDATE_USER, user, "user_update")
     user.scim_deleted_at = None
-    uow.collect(Recorded("user_update", handlers.user_resource(user), (Change("scim_deleted", True, False),)))
+    uow.collect(Recorded("user_update", common.user_resource(user), (Change("scim_deleted", True, False),)))
     await _apply(uow, user, wanted, password)
     await uow.commit()
     return user
@@ -210,13 +188,12 @@ async def deprovision_user(cmd: c.DeprovisionUser, uow: UnitOfWork) -> None:
     await _lock_user(uow, cmd.user_id)
     user = await load_visible_user(uow, cmd.user_id)
     _check_version(cmd.expected_version, await current_user_version(uow, user))
-    steps = in_one_transaction(uow)
     if cmd.mode == "delete":
-        await handlers.delete_user(c.DeleteUser(uow.actor, user.id), steps)
+        await users.delete_loaded_user(uow, user)
     else:
-        await handlers.suspend_user(c.SuspendUser(uow.actor, user.id), steps)
+        await users.suspend_user_step(c.SuspendUser(uow.actor, user.id), uow)
         user.scim_deleted_at = now()
-        uow.collect(Recorded("user_update", handlers.user_resource(user), (Change("scim_deleted", False, True),)))
+        uow.collect(Recorded("user_update", common.user_resource(user), (Change("scim_deleted", False, True),)))
     await uow.commit()
 
 
@@ -235,13 +212,13 @@ def _group_name(display_name: str) -> str:
 
 
 async def _ensure_group_name_free(uow: UnitOfWork, name: str, group_id: str | None) -> None:
-    holder = await Groups(uow.session).named(uow.actor.organization_id, name)
+    holder = await uow.groups.named(uow.actor.organization_id, name)
     if holder is not None and holder.id != group_id:
         raise Conflict("group_name_taken", "another group has this displayName")
 
 
 async def _ensure_members_exist(uow: UnitOfWork, member_ids: list[str]) -> None:
-    found = await Groups(uow.session).existing_users(uow.actor.organization_id, member_ids)
+    found = await uow.groups.existing_users(uow.actor.organization_id, member_ids)
     missing = [m for m in member_ids if m not in found]
     if missing:
         raise InvalidRequest("member_not_found", f"no such user: {missing[0]}")
@@ -249,12 +226,12 @@ async def _ensure_members_exist(uow: UnitOfWork, member_ids: list[str]) -> None:
 
 async def provision_group(cmd: c.ProvisionGroup, uow: UnitOfWork) -> str:
     name, org_id = _group_name(cmd.display_name), uow.actor.organization_id
-    handlers.authorize(uow, Action.MANAGE_GROUPS, False,
+    common.authorize(uow, Action.MANAGE_GROUPS, False,
                        Recorded("group_create", _group_resource("", name), success=False))
     await _ensure_group_name_free(uow, name, None)
     members = list(dict.fromkeys(cmd.member_ids))
     await _ensure_members_exist(uow, members)
-    groups = Groups(uow.session)
+    groups = uow.groups
     group_id = await groups.insert(org_id, name, cmd.external_id)
     await groups.add_members(org_id, group_id, members)
     changes = [Change("display_name", None, name), Change("members", None, members)]
@@ -266,20 +243,20 @@ async def provision_group(cmd: c.ProvisionGroup, uow: UnitOfWork) -> str:
 
 
 async def _load_group(uow: UnitOfWork, group_id: str) -> Any:
-    row = await Groups(uow.session).get(uow.actor.organization_id, group_id)
+    row = await uow.groups.get(uow.actor.organization_id, group_id)
     if row is None:
         raise NotFound("group_not_found", "no such group")
     return row
 
 
 async def replace_group(cmd: c.ReplaceProvisionedGroup, uow: UnitOfWork) -> str:
-    org_id, groups = uow.actor.organization_id, Groups(uow.session)
+    org_id, groups = uow.actor.organization_id, uow.groups
     await groups.lock(org_id, cmd.group_id)
     group = await _load_group(uow, cmd.group_id)
     current = await groups.member_ids(org_id, group.id)
     _check_version(cmd.expected_version, group_version(group, current))
     name = _group_name(cmd.display_name)
-    handlers.authorize(uow, Action.MANAGE_GROUPS, False,
+    common.authorize(uow, Action.MANAGE_GROUPS, False,
                        Recorded("group_update", _group_resource(group.id, group.display_name), success=False))
     wanted = list(dict.fromkeys(cmd.member_ids))
     added = [m for m in wanted if m not in set(current)]
@@ -303,18 +280,18 @@ async def replace_group(cmd: c.ReplaceProvisionedGroup, uow: UnitOfWork) -> str:
 
 
 async def delete_group(cmd: c.DeleteProvisionedGroup, uow: UnitOfWork) -> None:
-    org_id, groups = uow.actor.organization_id, Groups(uow.session)
+    org_id, groups = uow.actor.organization_id, uow.groups
     await groups.lock(org_id, cmd.group_id)
     group = await _load_group(uow, cmd.group_id)
     _check_version(cmd.expected_version, group_version(group, await groups.member_ids(org_id, group.id)))
-    handlers.authorize(uow, Action.MANAGE_GROUPS, False,
+    common.authorize(uow, Action.MANAGE_GROUPS, False,
                        Recorded("group_delete", _group_resource(group.id, group.display_name), success=False))
     await groups.delete(org_id, group.id)
     uow.collect(Recorded("group_delete", _group_resource(group.id, group.display_name)))
     await uow.commit()
 
 
-HANDLERS: dict[type[c.Command], handlers.Handler] = {
+HANDLERS: dict[type[c.Command], common.Handler] = {
     c.ProvisionUser: provision_user,
     c.ReplaceProvisionedUser: replace_user,
     c.DeprovisionUser: deprovision_user,

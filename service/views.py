@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.adapters.repository import enrolled_factors
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain.model import Admin, User, aware
+from service.unit_of_work import UnitOfWork
 
 
 def iso(moment: Any) -> str | None:
@@ -16,7 +15,7 @@ def iso(moment: Any) -> str | None:
 async def user(uow: UnitOfWork, user: User, admin: Admin | None = None, *, load_admin: bool = True) -> dict[str, Any]:
     if admin is None and load_admin:
         admin = await uow.admins.by_linked_user(user.organization_id, user.id)
-    factors = await enrolled_factors(uow.session, user.organization_id, user.id)
+    factors = await uow.factors.enrolled(user.organization_id, user.id)
     return {
         "id": user.id,
         "email": user.email,

@@ -28,11 +28,11 @@ from service.adapters import db, orm
 from service.adapters.queue import embedded_pool, redis_pool
 from service.adapters.repository import Users
 from service.adapters.sessions import Session
-from service.api.app import create_app
-from service.api.context import SERVICES
+from service.app import create_app
 from service.bootstrap import Services, build
 from service.domain import commands as c
 from service.domain.model import Role, new_id
+from service.http.context import SERVICES
 from service.signin.enrollment import Enrollment
 from service.signin.flows import Signin
 from service.signin.records import ClientInfo

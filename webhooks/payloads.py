@@ -9,11 +9,11 @@ each shape with an example.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.api.inputs import UNSTORABLE, strict_json, unstorable_text
+from service.deliveries import SUBJECT_KEYS, Delivery, Event, Subject
+from service.http.inputs import UNSTORABLE, strict_json, unstorable_text
 
 HR_TYPES = frozenset({
     "employee.terminated", "employee.suspended", "employee.leave_started", "employee.returned",
@@ -26,7 +26,6 @@ DIRECTORY_TYPES = frozenset({
 TYPES_BY_KIND = {"hr": HR_TYPES, "directory": DIRECTORY_TYPES}
 # Types whose data must carry a field, and the field.
 REQUIRED_DATA = {"employee.email_changed": "email", "user.email_changed": "email", "admin_role.assigned": "role"}
-SUBJECT_KEYS = ("employee_id", "external_id", "email")
 MAX_ID = 200
 # An event dated this far ahead of our clock is refused: a far-future date would make every later
 # event of its user look older, and so stale, for good.
@@ -45,30 +44,6 @@ class PayloadError(Exception):
 
 def invalid(message: str) -> PayloadError:
     return PayloadError(422, "invalid_payload", message)
-
-
-@dataclass(frozen=True)
-class Subject:
-    employee_id: str | None = None
-    external_id: str | None = None
-    email: str | None = None
-
-    def as_dict(self) -> dict[str, str]:
-        return {k: v for k in SUBJECT_KEYS if (v := getattr(self, k)) is not None}
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    occurred_at: datetime
-    subject: Subject
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    events: tuple[Event, ...]
-    event_id: str | None = None  # the payload's own id for the delivery, when it has one
 
 
 def parse(provider: str, kind: str, body: bytes) -> Delivery:

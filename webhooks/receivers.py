@@ -11,9 +11,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from service import inbound
-from service.api.context import services_of
-from service.api.errors import ApiError, error_body
 from service.bootstrap import Services
+from service.http.context import services_of
+from service.http.errors import ApiError, error_body
 from service.intake import Intake
 from webhooks import payloads, signatures
 

@@ -4,7 +4,6 @@ record the outcome. Work already done is never done again, so redelivery is harm
 from __future__ import annotations
 
 import logging
-import random
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -13,9 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from arq import Retry
 
-from service import metrics, ops
+from service import metrics
 from service.adapters import orm
-from service.adapters.jobs import ClaimedJob, JobOutcome
+from service.adapters.arq_jobs import clear_arq_leftovers
+from service.adapters.jobs import ClaimedJob, JobOutcome, backoff
 from service.bootstrap import Services
 from service.domain.model import now
 from service.logging import log_error
@@ -27,11 +27,6 @@ RowWork = Callable[[Services, ClaimedJob], Awaitable[Any]]
 # A job in progress this much longer than arq lets a run last has lost its worker (and maybe
 # its place in Redis): the reconciler hands it to arq again.
 STUCK_MARGIN = timedelta(seconds=40)
-
-
-def backoff(tries: int) -> float:
-    """Exponential backoff with full jitter: 1 s, 2 s, 4 s ... capped at 5 minutes."""
-    return random.uniform(0, min(300.0, 2.0 ** (tries - 1)))
 
 
 async def run(ctx: dict[str, Any], job_id: str, work: Work) -> Any:
@@ -48,18 +43,24 @@ async def run_row(ctx: dict[str, Any], job_id: str, work: RowWork) -> Any:
     try:
         result = await work(services, row)
     except Exception as exc:
-        if row.tries >= services.settings.job_max_tries:
-            log_error(log, exc, "job %s (%s) is dead after %d tries", job_id, row.function, row.tries)
-            await _finish(ctx, row, "dead", error=traceback.format_exc())
-            return "dead"
-        delay = backoff(row.tries)
-        await _finish(ctx, row, "failed", error=traceback.format_exc(), retry_at=now() + timedelta(seconds=delay))
-        raise Retry(defer=delay) from exc
+        return await fail(ctx, row, exc)
     if isinstance(result, JobOutcome):
         await _finish(ctx, row, result.status, result=result.result, error=result.error)
         return result.status
     await _finish(ctx, row, "complete", result=result)
     return result
+
+
+async def fail(ctx: dict[str, Any], row: ClaimedJob, exc: Exception) -> str:
+    """A run that raised: ``failed`` and retried with backoff (arq's ``Retry``), or ``dead`` after
+    the last try. Called from the ``except`` block that caught ``exc``."""
+    if row.tries >= ctx["services"].settings.job_max_tries:
+        log_error(log, exc, "job %s (%s) is dead after %d tries", row.id, row.function, row.tries)
+        await _finish(ctx, row, "dead", error=traceback.format_exc())
+        return "dead"
+    delay = backoff(row.tries)
+    await _finish(ctx, row, "failed", error=traceback.format_exc(), retry_at=now() + timedelta(seconds=delay))
+    raise Retry(defer=delay) from exc
 
 
 async def _finish(ctx: dict[str, Any], row: ClaimedJob, status: str, **details: Any) -> None:
@@ -99,7 +100,7 @@ async def reconcile_jobs(ctx: dict[str, Any]) -> int:
     stranded = await services.jobs.stranded(older_than=timedelta(seconds=30), stuck_after=stuck_after)
     # A job retried where this Redis could not be reached (the CLI beside an embedded queue) still
     # has its last run's result here, and arq would refuse its id while it is kept.
-    await ops.clear_arq_leftovers(services.redis, *[job.id for job in stranded])
+    await clear_arq_leftovers(services.redis, *[job.id for job in stranded])
     await services.queue.enqueue_rows([(job.function, job.id) for job in stranded])
     if stranded:
         await services.jobs.mark_enqueued([job.id for job in stranded])

@@ -94,5 +94,5 @@ async def on_job_start(ctx: dict[str, Any]) -> None:
     metrics.job_started(ctx)
 
 
-async def after_job_end(ctx: dict[str, Any]) -> None:
+async def count_job(ctx: dict[str, Any]) -> None:
     await metrics.job_finished(ctx)

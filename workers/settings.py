@@ -11,10 +11,15 @@ from service import config
 from service.adapters.queue import deserialize, serialize
 from service.bootstrap import build
 from workers.jobs import reconcile_jobs, send_email
-from workers.maintenance import after_job_end, on_job_start, purge_idempotency_keys, purge_insights
-from workers.webhook_jobs import apply_webhook
+from workers.maintenance import count_job, on_job_start, purge_idempotency_keys, purge_insights
+from workers.webhook_jobs import apply_webhook, drain_webhooks, wake_again
 
-FUNCTIONS = [send_email, apply_webhook]
+FUNCTIONS = [send_email, apply_webhook, drain_webhooks]
+
+
+async def after_job_end(ctx: dict[str, Any]) -> None:
+    await count_job(ctx)
+    await wake_again(ctx)
 
 
 async def startup(ctx: dict[str, Any]) -> None:

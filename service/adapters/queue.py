@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import arq.worker
@@ -77,21 +78,26 @@ async def redis_pool(url: str, queue_name: str) -> ArqRedis:
 
 
 # What arq's enqueue_job does for one job (skip an id whose job or result key exists; store the
-# job with its expiry; add it to the queue), for many jobs, atomically.
+# job with its expiry; add it to the queue), for many jobs, atomically. With an ``again`` prefix
+# (ARGV[3], else empty), a job skipped because arq still holds it gets a mark: its run, once it
+# ends, is asked for again (``Queue.take_again``), so a wake-up that came while it ran is not lost.
 ENQUEUE_MANY = """
-local queue, job_prefix, result_prefix = KEYS[1], ARGV[1], ARGV[2]
-local expires_ms, score = ARGV[3], ARGV[4]
+local queue, job_prefix, result_prefix, again_prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local expires_ms, score = ARGV[4], ARGV[5]
 local added = 0
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local id = ARGV[i]
   if redis.call('EXISTS', job_prefix .. id, result_prefix .. id) == 0 then
     redis.call('PSETEX', job_prefix .. id, expires_ms, ARGV[i + 1])
     redis.call('ZADD', queue, score, id)
     added = added + 1
+  elseif again_prefix ~= '' then
+    redis.call('SET', again_prefix .. id, '1', 'PX', expires_ms)
   end
 end
 return added
 """
+AGAIN_PREFIX = "adminlink:again:"
 
 
 class Queue:
@@ -112,12 +118,25 @@ class Queue:
     async def enqueue_many(self, function: str, job_ids: list[str]) -> int:
         """Several jobs at once, as ``enqueue`` would each (an id arq still knows is skipped), in
         one round trip to Redis instead of three per job. Answers how many were new to arq."""
-        if not job_ids:
+        return await self._enqueue(function, [(job_id, (job_id,)) for job_id in job_ids], again="")
+
+    async def wake(self, function: str, jobs: Sequence[tuple[str, tuple[str, ...]]]) -> int:
+        """Jobs of fixed ids, as (id, arguments), that collapse: a job arq holds already (queued
+        or running) is not enqueued again, but runs again once it ends (``take_again``)."""
+        return await self._enqueue(function, jobs, again=AGAIN_PREFIX)
+
+    async def take_again(self, job_id: str) -> bool:
+        """Whether a wake-up came for the job while arq held it (the mark is taken)."""
+        return bool(await self.redis.getdel(AGAIN_PREFIX + job_id))
+
+    async def _enqueue(self, function: str, jobs: Sequence[tuple[str, tuple[str, ...]]], again: str) -> int:
+        if not jobs:
             return 0
         enqueued_at = timestamp_ms()
-        jobs = [serialize_job(function, (job_id,), {}, None, enqueued_at, serializer=serialize) for job_id in job_ids]
-        args: list[str | bytes | int] = [job_key_prefix, result_key_prefix, self.redis.expires_extra_ms, enqueued_at]
-        args += [part for pair in zip(job_ids, jobs, strict=True) for part in pair]
+        args: list[str | bytes | int] = [job_key_prefix, result_key_prefix, again, self.redis.expires_extra_ms,
+                                         enqueued_at]
+        for job_id, job_args in jobs:
+            args += [job_id, serialize_job(function, job_args, {}, None, enqueued_at, serializer=serialize)]
         return int(await self._enqueue_many(keys=[self.queue_name], args=args))
 
     async def enqueue_rows(self, jobs: list[tuple[str, str]]) -> None:

@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.adapters import orm
+from service.adapters.crypto import SecretBox
+from service.adapters.mfa import totp
 from service.domain.model import Admin, Organization, Role, User, UserState, new_id, normalise_email, now
 
 
@@ -29,6 +31,16 @@ async def _one(session: AsyncSession, entity: type, org_id: str, column: str, va
                lower: bool = False, for_update: bool = False) -> Any:
     query = _lookup(entity, column, lower, for_update)
     return (await session.scalars(query, {"org": org_id, "value": value})).one_or_none()
+
+
+async def _organizations_where(session: AsyncSession, table: sa.Table, column: str, value: str,
+                               org_id: str | None) -> set[str]:
+    """The organizations (all, or only ``org_id``) where ``column`` is ``value`` (lower-cased) in
+    some row: sign-in finds who is meant before it knows the organization."""
+    query = sa.select(table.c.organization_id).where(sa.func.lower(table.c[column]) == value)
+    if org_id is not None:
+        query = query.where(table.c.organization_id == org_id)
+    return set(await session.scalars(query))
 
 
 @functools.cache
@@ -69,6 +81,11 @@ class Users:
     async def get(self, org_id: str, user_id: str, *, for_update: bool = False) -> User | None:
         return await _one(self.session, User, org_id, "id", user_id, for_update=for_update)
 
+    async def lock(self, org_id: str, user_id: str) -> None:
+        table = orm.users
+        await self.session.execute(sa.update(table).where(
+            table.c.organization_id == org_id, table.c.id == user_id).values(id=table.c.id))
+
     async def get_with_linked_admin(self, org_id: str, user_id: str) -> tuple[User, Admin | None] | None:
         """The user and the admin identity linked to it, if any: one statement for the two reads
         that most commands on a user start with."""
@@ -80,6 +97,12 @@ class Users:
 
     async def by_username(self, org_id: str, username: str) -> User | None:
         return await _one(self.session, User, org_id, "username", username.strip().lower(), lower=True)
+
+    async def organizations_with_email(self, email: str, org_id: str | None) -> set[str]:
+        return await _organizations_where(self.session, orm.users, "email", email, org_id)
+
+    async def organizations_with_username(self, username: str, org_id: str | None) -> set[str]:
+        return await _organizations_where(self.session, orm.users, "username", username, org_id)
 
     async def many(self, org_id: str, ids: list[str]) -> list[User]:
         query = sa.select(User).where(orm.users.c.organization_id == org_id, orm.users.c.id.in_(ids))
@@ -113,6 +136,9 @@ class Admins:
 
     async def by_linked_user(self, org_id: str, user_id: str) -> Admin | None:
         return await _one(self.session, Admin, org_id, "linked_user_id", user_id)
+
+    async def organizations_with_email(self, email: str, org_id: str | None) -> set[str]:
+        return await _organizations_where(self.session, orm.admins, "email", email, org_id)
 
     async def linked_to(self, org_id: str, user_ids: list[str]) -> dict[str, Admin]:
         query = sa.select(Admin).where(
@@ -161,41 +187,218 @@ class Admins:
         return int(await self.session.scalar(query) or 0)
 
 
-class Rows:
-    """Plain-table access for the tables that have no domain class (credentials, keys, records)."""
+class _Rows:
+    """Plain-table access for the named repositories of tables without a domain class."""
 
-    def __init__(self, session: AsyncSession, table: sa.Table) -> None:
+    table: sa.Table
+
+    def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.table = table
 
-    async def insert(self, **values: Any) -> str:
+    async def _insert(self, **values: Any) -> str:
         values.setdefault("id", new_id())
         if "created_at" in self.table.c:
             values.setdefault("created_at", now())
         await self.session.execute(sa.insert(self.table).values(**values))
         return str(values["id"])
 
-    async def find(self, org_id: str, **where: Any) -> list[sa.Row[Any]]:
+    async def _find(self, org_id: str, **where: Any) -> list[sa.Row[Any]]:
         clauses = [self.table.c.organization_id == org_id] + [self.table.c[k] == v for k, v in where.items()]
         order = self.table.c.created_at if "created_at" in self.table.c else self.table.c.id
         result = await self.session.execute(sa.select(self.table).where(*clauses).order_by(order))
         return list(result)
 
-    async def first(self, org_id: str, **where: Any) -> sa.Row[Any] | None:
-        rows = await self.find(org_id, **where)
+    async def _first(self, org_id: str, **where: Any) -> sa.Row[Any] | None:
+        rows = await self._find(org_id, **where)
         return rows[0] if rows else None
 
-    async def update(self, org_id: str, row_id: str, **values: Any) -> None:
+    async def _update(self, org_id: str, row_id: str, **values: Any) -> None:
         await self.session.execute(
             sa.update(self.table)
             .where(self.table.c.organization_id == org_id, self.table.c.id == row_id)
             .values(**values)
         )
 
-    async def delete(self, org_id: str, **where: Any) -> int:
+    async def _delete(self, org_id: str, **where: Any) -> int:
         clauses = [self.table.c.organization_id == org_id] + [self.table.c[k] == v for k, v in where.items()]
         result = await self.session.execute(sa.delete(self.table).where(*clauses))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class TotpCredentials(_Rows):
+    table = orm.totp_credentials
+
+    def __init__(self, session: AsyncSession, box: SecretBox) -> None:
+        super().__init__(session)
+        self.box = box
+
+    async def add(self, org_id: str, user_id: str, secret_encrypted: str, last_used_step: int) -> str:
+        return await self._insert(organization_id=org_id, user_id=user_id, secret_encrypted=secret_encrypted,
+                                  last_used_step=last_used_step)
+
+    async def exists(self, org_id: str, user_id: str) -> bool:
+        return await self._first(org_id, user_id=user_id) is not None
+
+    async def delete_of_user(self, org_id: str, user_id: str) -> int:
+        return await self._delete(org_id, user_id=user_id)
+
+    async def accept_user_code(self, org_id: str, user_id: str, code: str) -> bool:
+        return await totp.accept_user_code(self.session, self.box, org_id, user_id, code)
+
+    async def accept_admin_code(self, org_id: str, admin_id: str, code: str) -> bool:
+        return await totp.accept_admin_code(self.session, self.box, org_id, admin_id, code)
+
+
+class WebauthnCredentials(_Rows):
+    table = orm.webauthn_credentials
+
+    async def add(self, org_id: str, user_id: str, **values: Any) -> str:
+        return await self._insert(organization_id=org_id, user_id=user_id, **values)
+
+    async def registered(self, credential_id: str) -> bool:
+        query = sa.select(sa.exists().where(self.table.c.credential_id == credential_id))
+        return bool(await self.session.scalar(query))
+
+    async def of_user(self, org_id: str, user_id: str, credential_id: str, attachment: str) -> Any | None:
+        return await self._first(org_id, user_id=user_id, credential_id=credential_id, attachment=attachment)
+
+    async def all_of_user(self, org_id: str, user_id: str, attachment: str | None = None) -> list[Any]:
+        """The user's credentials (of this attachment), oldest first."""
+        if attachment is None:
+            return await self._find(org_id, user_id=user_id)
+        return await self._find(org_id, user_id=user_id, attachment=attachment)
+
+    async def owner(self, credential_id: str, attachment: str) -> tuple[str, str] | None:
+        """(organization id, user id) of a credential found by its id alone: the one lookup not
+        scoped to an organization, for passwordless sign-in, where the credential names it."""
+        table = self.table
+        row = (await self.session.execute(sa.select(table.c.organization_id, table.c.user_id).where(
+            table.c.credential_id == credential_id, table.c.attachment == attachment))).one_or_none()
+        return (row.organization_id, row.user_id) if row else None
+
+    async def advance_sign_count(self, org_id: str, row_id: str, seen: int, new: int) -> bool:
+        table = self.table
+        moved = await self.session.execute(
+            sa.update(table).where(table.c.organization_id == org_id, table.c.id == row_id,
+                                   table.c.sign_count == seen)
+            .values(sign_count=new, last_used_at=now()))
+        return int(moved.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+    async def delete(self, org_id: str, user_id: str, row_id: str) -> bool:
+        return bool(await self._delete(org_id, id=row_id, user_id=user_id))
+
+
+class PushDevices(_Rows):
+    table = orm.push_devices
+
+    async def add(self, org_id: str, user_id: str, name: str, algorithm: str, public_key: str) -> str:
+        return await self._insert(organization_id=org_id, user_id=user_id, name=name, algorithm=algorithm,
+                                  public_key=public_key)
+
+    async def get(self, org_id: str, device_id: str, user_id: str | None = None) -> Any | None:
+        """The device (of this user, if given)."""
+        if user_id is None:
+            return await self._first(org_id, id=device_id)
+        return await self._first(org_id, id=device_id, user_id=user_id)
+
+    async def all_of_user(self, org_id: str, user_id: str) -> list[Any]:
+        return await self._find(org_id, user_id=user_id)
+
+    async def delete(self, org_id: str, user_id: str, row_id: str) -> bool:
+        return bool(await self._delete(org_id, id=row_id, user_id=user_id))
+
+
+class DuoEnrollments(_Rows):
+    table = orm.duo_enrollments
+
+    async def add(self, org_id: str, user_id: str, duo_username: str) -> str:
+        return await self._insert(organization_id=org_id, user_id=user_id, duo_username=duo_username)
+
+    async def username(self, org_id: str, user_id: str) -> str | None:
+        table = self.table
+        return await self.session.scalar(sa.select(table.c.duo_username).where(
+            table.c.organization_id == org_id, table.c.user_id == user_id))
+
+
+class DuoSettings:
+    """An organization's Duo application (one row per organization)."""
+
+    table = orm.duo_configs
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, org_id: str) -> Any | None:
+        query = sa.select(self.table).where(self.table.c.organization_id == org_id)
+        return (await self.session.execute(query)).one_or_none()
+
+    async def put(self, org_id: str, client_id: str, client_secret_encrypted: str, api_host: str) -> None:
+        values = {"client_id": client_id, "client_secret_encrypted": client_secret_encrypted, "api_host": api_host}
+        where = self.table.c.organization_id == org_id
+        if await self.get(org_id) is not None:
+            await self.session.execute(sa.update(self.table).where(where).values(**values, updated_at=now()))
+        else:
+            await self.session.execute(
+                sa.insert(self.table).values(organization_id=org_id, created_at=now(), **values))
+
+    async def delete(self, org_id: str) -> None:
+        await self.session.execute(sa.delete(self.table).where(self.table.c.organization_id == org_id))
+
+
+class ApiKeys(_Rows):
+    table = orm.api_keys
+
+    async def add(self, org_id: str, admin_id: str, prefix: str, key_hash: str,
+                  expires_at: datetime | None = None) -> str:
+        return await self._insert(organization_id=org_id, admin_id=admin_id, prefix=prefix, key_hash=key_hash,
+                                  expires_at=expires_at)
+
+    async def delete_of_admin(self, org_id: str, admin_id: str) -> int:
+        return await self._delete(org_id, admin_id=admin_id)
+
+
+class SshKeys(_Rows):
+    table = orm.ssh_keys
+
+    async def add(self, org_id: str, user_id: str, name: str, public_key: str, fingerprint: str) -> str:
+        return await self._insert(organization_id=org_id, user_id=user_id, name=name, public_key=public_key,
+                                  fingerprint=fingerprint)
+
+    async def of_user(self, org_id: str, user_id: str) -> list[Any]:
+        return await self._find(org_id, user_id=user_id)
+
+    async def delete(self, org_id: str, user_id: str, row_id: str) -> bool:
+        return bool(await self._delete(org_id, id=row_id, user_id=user_id))
+
+
+class Integrations(_Rows):
+    table = orm.integrations
+
+    async def get(self, org_id: str, integration_id: str) -> Any | None:
+        return await self._first(org_id, id=integration_id)
+
+    async def name_taken(self, org_id: str, name: str) -> bool:
+        return await self._first(org_id, name=name) is not None
+
+    async def add(self, org_id: str, **values: Any) -> str:
+        return await self._insert(organization_id=org_id, **values)
+
+    async def update(self, org_id: str, integration_id: str, **values: Any) -> None:
+        await self._update(org_id, integration_id, **values)
+
+    async def delete(self, org_id: str, integration_id: str) -> None:
+        await self._delete(org_id, id=integration_id)
+
+    async def all(self, org_id: str) -> list[Any]:
+        return await self._find(org_id)
+
+
+class Outbox(_Rows):
+    table = orm.mail_outbox
+
+    async def add(self, org_id: str, recipient: str, subject: str, body: str) -> str:
+        return await self._insert(organization_id=org_id, recipient=recipient, subject=subject, body=body,
+                                  status="pending")
 
 
 async def enrolled_factors(session: AsyncSession, org_id: str, user_id: str) -> list[str]:
@@ -219,6 +422,14 @@ async def enrolled_factors(session: AsyncSession, org_id: str, user_id: str) -> 
     if await exists(orm.duo_enrollments):
         factors.append("duo")
     return factors
+
+
+class Factors:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def enrolled(self, org_id: str, user_id: str) -> list[str]:
+        return await enrolled_factors(self.session, org_id, user_id)
 
 
 class ScimProfiles:

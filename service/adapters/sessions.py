@@ -16,13 +16,18 @@ from service.adapters.crypto import token_hash
 PREFIX = "adminlink:session:"
 
 # The identity's session keys and their index, deleted in one round trip.
+# Each KEYS[j] is an identity's index of session keys: the keys and the index are deleted.
 END_ALL = """
-local keys = redis.call('SMEMBERS', KEYS[1])
-for i = 1, #keys, 500 do
-  redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
+local ended = 0
+for j = 1, #KEYS do
+  local keys = redis.call('SMEMBERS', KEYS[j])
+  for i = 1, #keys, 500 do
+    redis.call('DEL', unpack(keys, i, math.min(i + 499, #keys)))
+  end
+  redis.call('DEL', KEYS[j])
+  ended = ended + #keys
 end
-redis.call('DEL', KEYS[1])
-return #keys
+return ended
 """
 
 
@@ -75,4 +80,8 @@ class SessionStore:
 
     async def end_all(self, kind: str, identity_id: str) -> int:
         """Deletes the identity's session keys; answers how many there were."""
-        return int(await self._end_all(keys=[self._index(kind, identity_id)]))
+        return await self.end_many([(kind, identity_id)])
+
+    async def end_many(self, identities: list[tuple[str, str]]) -> int:
+        """``end_all`` for each (kind, identity id), in one round trip."""
+        return int(await self._end_all(keys=[self._index(kind, identity_id) for kind, identity_id in identities]))

@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import insights, notifications
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
+from service.adapters.jobs import JobRows
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT, Queue
-from service.adapters.repository import Admins, Organizations, Rows, Users
+from service.adapters.repository import (
+    Admins,
+    ApiKeys,
+    DuoEnrollments,
+    DuoSettings,
+    Factors,
+    Groups,
+    Integrations,
+    Organizations,
+    Outbox,
+    PushDevices,
+    ScimProfiles,
+    SshKeys,
+    TotpCredentials,
+    Users,
+    WebauthnCredentials,
+)
 from service.adapters.sessions import SessionStore
 from service.domain.commands import Actor
 from service.domain.events import Event, MailRequested, Recorded, SessionsEnded
@@ -33,7 +51,7 @@ INSERT_JOB = orm.jobs.insert()
 
 class UnitOfWork:
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], queue: Queue, sessions: SessionStore,
+        self, session_factory: Callable[[], AsyncSession], queue: Queue, sessions: SessionStore,
         box: SecretBox, actor: Actor,
     ) -> None:
         self._session_factory = session_factory
@@ -49,15 +67,21 @@ class UnitOfWork:
         self.organizations = Organizations(self.session)
         self.users = Users(self.session)
         self.admins = Admins(self.session)
-        self.totp = Rows(self.session, orm.totp_credentials)
-        self.webauthn = Rows(self.session, orm.webauthn_credentials)
-        self.push_devices = Rows(self.session, orm.push_devices)
-        self.duo = Rows(self.session, orm.duo_enrollments)
-        self.api_keys = Rows(self.session, orm.api_keys)
-        self.ssh_keys = Rows(self.session, orm.ssh_keys)
-        self.mail = Rows(self.session, orm.mail_outbox)
+        self.factors = Factors(self.session)
+        self.totp = TotpCredentials(self.session, self.box)
+        self.webauthn = WebauthnCredentials(self.session)
+        self.push_devices = PushDevices(self.session)
+        self.duo = DuoEnrollments(self.session)
+        self.duo_settings = DuoSettings(self.session)
+        self.api_keys = ApiKeys(self.session)
+        self.ssh_keys = SshKeys(self.session)
+        self.integrations = Integrations(self.session)
+        self.scim_profiles = ScimProfiles(self.session)
+        self.groups = Groups(self.session)
+        self.outbox = Outbox(self.session)
         self.events = []
         self._new_jobs = []
+        self.jobs = JobRows(self.session)
         return self
 
     async def __aexit__(
@@ -66,8 +90,8 @@ class UnitOfWork:
         # close() rolls back whatever was not committed and leaves loaded objects readable.
         await self.session.close()
 
-    def rows(self, table: Any) -> Rows:
-        return Rows(self.session, table)
+    async def flush(self) -> None:
+        await self.session.flush()
 
     def collect(self, *events: Event) -> None:
         self.events.extend(events)
@@ -87,50 +111,40 @@ class UnitOfWork:
                 await self._record(event, at)
             elif isinstance(event, MailRequested):
                 subject, body = notifications.render(event.template, event.context)
-                mail_id = await self.mail.insert(
-                    organization_id=self.actor.organization_id,
-                    recipient=event.recipient,
-                    subject=subject,
-                    body=body,
-                    status="pending",
-                )
+                mail_id = await self.outbox.add(self.actor.organization_id, event.recipient, subject, body)
                 await self.add_job("send_email", {"mail_id": mail_id})
 
     async def _record(self, event: Recorded, at: object) -> None:
+        await self.session.execute(INSERT_RECORD, self.record_row(event, at))
+
+    def record_row(self, event: Recorded, at: object) -> dict[str, Any]:
+        """The Directory Insights row of an event, as ``INSERT_RECORD`` takes it."""
         event_id = new_id()
         body = insights.record_body(event_id, event, self.actor, at)  # type: ignore[arg-type]
-        await self.session.execute(
-            INSERT_RECORD,
-            {
-                "id": event_id,
-                "organization_id": self.actor.organization_id,
-                "event_type": event.event_type,
-                "service": body["service"],
-                "timestamp": at,
-                "success": event.success,
-                "initiated_by_administrator": bool(body["initiated_by"].get("administrator")),
-                "target_resource_type": (body.get("target_resource") or {}).get("type"),
-                "body": body,
-            },
-        )
+        return {
+            "id": event_id,
+            "organization_id": self.actor.organization_id,
+            "event_type": event.event_type,
+            "service": body["service"],
+            "timestamp": at,
+            "success": event.success,
+            "initiated_by_administrator": bool(body["initiated_by"].get("administrator")),
+            "target_resource_type": (body.get("target_resource") or {}).get("type"),
+            "body": body,
+        }
 
     async def add_job(self, function: str, args: dict[str, str], idempotency_key: str | None = None) -> str:
         """A job row in this transaction; arq gets it after commit (or from the reconciler)."""
+        row = self.job_row(function, args, idempotency_key)
+        await self.session.execute(INSERT_JOB, row)
+        self._new_jobs.append((function, row["id"]))
+        return str(row["id"])
+
+    def job_row(self, function: str, args: dict[str, str], idempotency_key: str | None = None) -> dict[str, Any]:
         job_id = new_id()
-        await self.session.execute(
-            INSERT_JOB,
-            {
-                "id": job_id,
-                "organization_id": self.actor.organization_id,
-                "idempotency_key": idempotency_key or job_id,
-                "function": function,
-                "args": args,
-                "status": "queued",
-                "created_at": now(),
-            },
-        )
-        self._new_jobs.append((function, job_id))
-        return job_id
+        return {"id": job_id, "organization_id": self.actor.organization_id,
+                "idempotency_key": idempotency_key or job_id, "function": function, "args": args,
+                "status": "queued", "created_at": now()}
 
     async def _enqueue_committed_jobs(self) -> None:
         jobs, self._new_jobs = self._new_jobs, []

@@ -6,10 +6,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.adapters.sessions import Session
-from service.api.context import services_of
-from service.api.errors import ApiError
 from service.domain.commands import Actor
 from service.domain.model import Admin, Role, User
+from service.http.context import services_of
+from service.http.errors import ApiError
 
 routes = web.RouteTableDef()
 COOKIE = "adminlink_session"  # the admin portal's session

@@ -7,7 +7,7 @@ import asyncio
 import sqlalchemy as sa
 from aiohttp import web
 
-from service.api.context import services_of
+from service.http.context import services_of
 
 routes = web.RouteTableDef()
 CHECK_TIMEOUT = 2.0

@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.adapters.crypto import SecretBox
 from service.adapters.orm import IDEMPOTENCY_KEY_LIFETIME
 from service.adapters.orm import idempotency_keys as table
-from service.api.context import ACTOR, actor_of, services_of
-from service.api.errors import ApiError, status_for, to_response
 from service.domain.errors import DomainError
 from service.domain.model import now
+from service.http.context import ACTOR, actor_of, services_of
+from service.http.errors import ApiError, status_for, to_response
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -9,11 +9,11 @@ from typing import Any
 from aiohttp import web
 
 from service import insights_query, policy
-from service.api import inputs
-from service.api.context import actor_of, services_of
-from service.api.errors import ApiError
 from service.domain.commands import Actor
 from service.domain.model import now
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import ApiError
 from service.policy import Action
 
 routes = web.RouteTableDef()

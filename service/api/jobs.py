@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from service import policy, views
-from service.api.context import actor_of, services_of
 from service.domain.errors import NotFound
+from service.http.context import actor_of, services_of
 from service.policy import Action
 from service.views import iso
 

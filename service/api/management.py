@@ -11,13 +11,14 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from service import handlers, integrations, policy, views
+from service import integrations, policy, views
 from service.adapters import orm
-from service.api import inputs
-from service.api.context import actor_of, services_of
-from service.api.errors import bad_request
 from service.domain import commands as c
 from service.domain.model import PasswordAuthority, Role, UserState
+from service.handlers.common import load_admin, load_user
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import bad_request
 from service.policy import Action
 
 routes = web.RouteTableDef()
@@ -30,7 +31,7 @@ async def run(request: web.Request, command: c.Command) -> Any:
 async def user_json(request: web.Request, user_id: str) -> dict[str, Any]:
     actor = actor_of(request)
     async with services_of(request).uow(actor) as uow:
-        user = await handlers.load_user(uow, user_id)
+        user = await load_user(uow, user_id)
         return await views.user(uow, user)
 
 
@@ -189,8 +190,8 @@ async def list_ssh_keys(request: web.Request) -> web.Response:
     actor = actor_of(request)
     policy.authorize(Action.READ_USERS, actor.role)
     async with services_of(request).uow(actor) as uow:
-        user = await handlers.load_user(uow, _uid(request))
-        rows = await uow.ssh_keys.find(actor.organization_id, user_id=user.id)
+        user = await load_user(uow, _uid(request))
+        rows = await uow.ssh_keys.of_user(actor.organization_id, user.id)
     return web.json_response({"results": [
         {"id": r.id, "name": r.name, "fingerprint": r.fingerprint, "public_key": r.public_key,
          "created": views.iso(r.created_at)} for r in rows
@@ -217,7 +218,7 @@ async def delete_ssh_key(request: web.Request) -> web.Response:
 async def admin_json(request: web.Request, admin_id: str) -> dict[str, Any]:
     actor = actor_of(request)
     async with services_of(request).uow(actor) as uow:
-        admin = await handlers.load_admin(uow, admin_id)
+        admin = await load_admin(uow, admin_id)
         match = None if admin.is_linked else await uow.users.by_email(actor.organization_id, admin.email)
         return views.admin(admin, match.id if match else None)
 
@@ -349,7 +350,7 @@ async def check_policy(request: web.Request) -> web.Response:
     assert action is not None
     actor = actor_of(request)
     async with services_of(request).uow(actor) as uow:
-        user = await handlers.load_user(uow, inputs.required_string(data, "user_id", max_length=64))
+        user = await load_user(uow, inputs.required_string(data, "user_id", max_length=64))
         has_admin = await uow.admins.by_linked_user(actor.organization_id, user.id) is not None
     decision = policy.decide(action, actor.role, has_admin)
     return web.json_response({

@@ -8,17 +8,22 @@ from typing import Any
 from aiohttp import web
 from markupsafe import Markup
 
-from service import metrics, ops, policy
+from service import metrics, policy
+from service.adapters.arq_jobs import arq_state
 from service.adapters.crypto import constant_time_equal
-from service.api import inputs
 from service.api import ops_pages as pages
+from service.api.api_keys import actor_for_api_key
 from service.api.auth import current_session
-from service.api.context import actor_of, services_of
-from service.api.errors import ApiError, unauthorized
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
+from service.domain.jobs import ABORTABLE, RETRYABLE, JobStatus
 from service.domain.model import Admin, now
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import ApiError, unauthorized
+from service.ops import actions as ops_actions
+from service.ops import views as ops
 from service.policy import Action
 from service.views import iso
 from service.web.common import CsrfRefused, admin_sign_in_first, check_csrf, csrf_token, render
@@ -44,8 +49,8 @@ async def queues(request: web.Request) -> web.Response:
     actor = actor_of(request)
     policy.authorize(Action.READ_JOBS, actor.role)
     at = now()
-    async with services_of(request).session_factory() as session:
-        stats = await ops.queue_stats(session, actor.organization_id, at)
+    async with services_of(request).uow(actor) as uow:
+        stats = await ops.queue_stats(uow.jobs, actor.organization_id, at)
     return web.json_response({"generated": iso(at), "queues": stats})
 
 
@@ -53,16 +58,16 @@ async def queues(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     actor = actor_of(request)
     policy.authorize(Action.READ_JOBS, actor.role)
-    async with services_of(request).session_factory() as session:
-        rows, next_cursor = await ops.list_jobs(session, actor.organization_id, job_query(request))
+    async with services_of(request).uow(actor) as uow:
+        rows, next_cursor = await ops.list_jobs(uow.jobs, actor.organization_id, job_query(request))
     return web.json_response({"results": [ops.job_summary(r) for r in rows], "next_cursor": next_cursor})
 
 
-async def job_json(services: Services, org_id: str, job_id: str) -> dict[str, Any]:
-    async with services.session_factory() as session:
-        row = await ops.load_job(session, org_id, job_id)
+async def job_json(services: Services, actor: Actor, job_id: str) -> dict[str, Any]:
+    async with services.uow(actor) as uow:
+        row = await ops.load_job(uow.jobs, actor.organization_id, job_id)
     body = ops.job_detail(row)
-    body["arq"] = await ops.arq_state(services.redis, services.settings.queue_name, row.id)
+    body["arq"] = await arq_state(services.redis, services.settings.queue_name, row.id)
     return body
 
 
@@ -70,23 +75,22 @@ async def job_json(services: Services, org_id: str, job_id: str) -> dict[str, An
 async def get_job(request: web.Request) -> web.Response:
     actor = actor_of(request)
     policy.authorize(Action.READ_JOBS, actor.role)
-    return web.json_response(await job_json(services_of(request), actor.organization_id,
-                                            request.match_info["job_id"]))
+    return web.json_response(await job_json(services_of(request), actor, request.match_info["job_id"]))
 
 
 @routes.post("/api/v1/ops/jobs/{job_id}/retry")
 async def retry_job(request: web.Request) -> web.Response:
     services, actor = services_of(request), actor_of(request)
-    done = await ops.retry_job(services, actor, request.match_info["job_id"])
-    job = await job_json(services, actor.organization_id, done["job_id"])
+    done = await ops_actions.retry_job(services, actor, request.match_info["job_id"])
+    job = await job_json(services, actor, done["job_id"])
     return web.json_response({"job": job, "enqueued": done["enqueued"]})
 
 
 @routes.post("/api/v1/ops/jobs/{job_id}/abort")
 async def abort_job(request: web.Request) -> web.Response:
     services, actor = services_of(request), actor_of(request)
-    done = await ops.abort_job(services, actor, request.match_info["job_id"])
-    job = await job_json(services, actor.organization_id, done["job_id"])
+    done = await ops_actions.abort_job(services, actor, request.match_info["job_id"])
+    job = await job_json(services, actor, done["job_id"])
     return web.json_response({"job": job, "was": done["was"], "arq": done["arq"]})
 
 
@@ -103,8 +107,6 @@ async def authorize_scrape(request: web.Request, services: Services) -> None:
     key = request.headers.get("x-api-key", "")
     if not key:
         raise unauthorized("an ops API key (x-api-key) or the scrape bearer token is required")
-    from service.api.app import actor_for_api_key  # the app module imports this one
-
     actor = await actor_for_api_key(services, key, request)
     policy.authorize(Action.READ_JOBS, actor.role)
 
@@ -172,11 +174,11 @@ async def dashboard_root(request: web.Request) -> web.Response:
 async def dashboard(request: web.Request) -> web.Response:
     actor, _ = await dashboard_actor(request)
     org = actor.organization_id
-    async with services_of(request).session_factory() as session:
-        stats = await ops.queue_stats(session, org, now())
-        recent, _ = await ops.list_jobs(session, org, ops.JobQuery(limit=20))
-        failed, _ = await ops.list_jobs(session, org, ops.JobQuery(status="failed", limit=20))
-        dead, _ = await ops.list_jobs(session, org, ops.JobQuery(status="dead", limit=20))
+    async with services_of(request).uow(actor) as uow:
+        stats = await ops.queue_stats(uow.jobs, org, now())
+        recent, _ = await ops.list_jobs(uow.jobs, org, ops.JobQuery(limit=20))
+        failed, _ = await ops.list_jobs(uow.jobs, org, ops.JobQuery(status=JobStatus.FAILED, limit=20))
+        dead, _ = await ops.list_jobs(uow.jobs, org, ops.JobQuery(status=JobStatus.DEAD, limit=20))
     summaries = [[ops.job_summary(r) for r in rows] for rows in (recent, failed, dead)]
     return html(request, pages.overview(stats, *summaries), actor.email)
 
@@ -188,8 +190,8 @@ async def dashboard_jobs(request: web.Request) -> web.Response:
     filters = {k: request.query.get(k, "") for k in ("status", "function")}
     try:
         query = job_query(request)
-        async with services_of(request).session_factory() as session:
-            rows, next_cursor = await ops.list_jobs(session, actor.organization_id, query)
+        async with services_of(request).uow(actor) as uow:
+            rows, next_cursor = await ops.list_jobs(uow.jobs, actor.organization_id, query)
     except DomainError as error:
         return html(request, pages.message("Bad filter", error.message), actor.email, 400)
     shown = pages.job_list([ops.job_summary(r) for r in rows], filters, next_cursor, ops.STATUSES)
@@ -199,14 +201,14 @@ async def dashboard_jobs(request: web.Request) -> web.Response:
 async def job_page(request: web.Request, actor: Actor, csrf: str, *, flash: str | None = None,
                    error: str | None = None, status: int = 200) -> web.Response:
     try:
-        async with services_of(request).session_factory() as session:
-            row = await ops.load_job(session, actor.organization_id, request.match_info["job_id"])
+        async with services_of(request).uow(actor) as uow:
+            row = await ops.load_job(uow.jobs, actor.organization_id, request.match_info["job_id"])
     except DomainError as missing:
         return html(request, pages.message("No such job", missing.message), actor.email, 404)
     job = ops.job_detail(row)
     allowed = policy.decide(Action.OPERATE_JOBS, actor.role, False).allowed
-    shown = pages.job_page(job, csrf, allowed and row.status in ops.RETRYABLE,
-                           allowed and row.status in ops.ABORTABLE, flash=flash, error=error)
+    shown = pages.job_page(job, csrf, allowed and row.status in RETRYABLE,
+                           allowed and row.status in ABORTABLE, flash=flash, error=error)
     return html(request, shown, actor.email, status)
 
 
@@ -231,7 +233,7 @@ async def dashboard_action(request: web.Request, action: str) -> web.Response:
                                            "the page and try again."), actor.email, 403)
     services, job_id = services_of(request), request.match_info["job_id"]
     try:
-        await (ops.retry_job if action == "retry" else ops.abort_job)(services, actor, job_id)
+        await (ops_actions.retry_job if action == "retry" else ops_actions.abort_job)(services, actor, job_id)
     except DomainError as refusal:
         return await job_page(request, actor, csrf, error=refusal.message, status=409)
     raise web.HTTPSeeOther(f"/ops/jobs/{job_id}?done={action}")

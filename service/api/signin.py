@@ -17,12 +17,12 @@ from aiohttp import web
 
 from service.adapters.mfa.duo import DuoGateway
 from service.adapters.sessions import Session
-from service.api import inputs
 from service.api.auth import PORTAL_COOKIES, USER_COOKIE, bearer_token, current_session
-from service.api.context import actor_of, services_of
-from service.api.errors import bad_request, error_body
 from service.domain.errors import DomainError
 from service.domain.model import Admin, User
+from service.http import inputs
+from service.http.context import actor_of, services_of
+from service.http.errors import bad_request, error_body
 from service.signin import devices, duo_settings, known_devices, passwords
 from service.signin.challenges import ADMIN_LOGIN, STEP_UP, USER_LOGIN
 from service.signin.enrollment import Enrollment
@@ -85,14 +85,14 @@ def answer(request: web.Request, result: MfaRequired | SignedIn | Pending) -> we
     if isinstance(result, Pending):
         return web.json_response({"status": "pending", "push_id": result.push_id, "expires_in": result.expires_in},
                                  status=202)
-    body: dict[str, Any] = {"status": "signed_in", "session": session_body(result.session, result.identity)}
+    body: dict[str, Any] = {"status": "signed_in", "session": session_body(result.portal_session, result.identity)}
     settings = services_of(request).settings
     if result.client == "mobile":
         body["token"] = result.token  # the admin mobile app keeps it; no session cookie
         response = web.json_response(body)
     else:
         response = web.json_response(body)
-        response.set_cookie(PORTAL_COOKIES[result.session.portal], result.token, httponly=True, samesite="Lax",
+        response.set_cookie(PORTAL_COOKIES[result.portal_session.portal], result.token, httponly=True, samesite="Lax",
                             secure=settings.cookie_secure, path="/")
     if result.device_cookie is not None:  # web and mobile alike: the app keeps it in its cookie store
         name, value = result.device_cookie

@@ -155,6 +155,17 @@ class CreateAdminFromUser(Command):
 
 
 @dataclass(frozen=True)
+class AssignAdminRole(Command):
+    """A directory says this user holds ``role``: its handler links the unlinked admin that has the
+    user's email, creates an admin from the user, or changes the role of the admin it holds, as
+    it finds them in its own transaction. ``api_access`` is for an admin it creates."""
+
+    user_id: str
+    role: Role
+    api_access: bool = False
+
+
+@dataclass(frozen=True)
 class LinkAdminToUser(Command):
     admin_id: str
     acknowledge: Any = False

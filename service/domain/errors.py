@@ -1,4 +1,4 @@
-"""Domain errors. Each carries a stable machine code; ``service.api.errors`` maps kinds to HTTP."""
+"""Domain errors. Each carries a stable machine code; ``service.http.errors`` maps kinds to HTTP."""
 
 from __future__ import annotations
 

@@ -66,6 +66,44 @@ def aware(moment: datetime | None) -> datetime | None:
     return None if moment is None else as_utc(moment)
 
 
+class ActingBar(enum.Enum):
+    """What bars a user from acting: the ONE rule of who may sign in, hold an admin role or have
+    its admin use the management API. Each entrypoint words the bar with its own code."""
+
+    SUSPENDED = enum.auto()
+    NOT_ACTIVATED = enum.auto()
+    LOCKED = enum.auto()
+    PASSWORD_EXPIRED = enum.auto()
+    NO_PASSWORD = enum.auto()
+
+
+def acting_bar(state: UserState, account_locked: bool, *, password_expired: bool = False,
+               has_password: bool = True) -> ActingBar | None:
+    """The first bar, in this order, or None. An API key does not use the password: its check
+    leaves the password ones at their defaults."""
+    if state == UserState.SUSPENDED:
+        return ActingBar.SUSPENDED
+    if state != UserState.ACTIVATED:
+        return ActingBar.NOT_ACTIVATED
+    if account_locked:
+        return ActingBar.LOCKED
+    if password_expired:
+        return ActingBar.PASSWORD_EXPIRED
+    if not has_password:
+        return ActingBar.NO_PASSWORD
+    return None
+
+
+_NOT_ACTIVE = ("user_not_active", "the user must be in the ACTIVATED state to hold an admin role")
+ADMIN_ROLE_REFUSALS = {
+    ActingBar.SUSPENDED: _NOT_ACTIVE,
+    ActingBar.NOT_ACTIVATED: _NOT_ACTIVE,
+    ActingBar.LOCKED: ("user_locked", "the user is locked out; unlock the account first"),
+    ActingBar.PASSWORD_EXPIRED: ("user_password_expired", "the user's password has expired"),
+    ActingBar.NO_PASSWORD: ("user_has_no_password", "the user has no password to sign in with"),
+}
+
+
 @dataclass(eq=False)
 class Organization:
     name: str
@@ -102,20 +140,21 @@ class User:
         expires = aware(self.password_expires_at)
         return expires is not None and expires <= (at or now())
 
-    def end_sessions(self) -> None:
+    def end_sessions(self) -> events.SessionsEnded:
         """Every session carries the epoch it was opened in; moving it refuses them all at commit."""
         self.auth_epoch += 1
+        return events.SessionsEnded("user", self.id)
+
+    def acting_bar(self, at: datetime | None = None) -> ActingBar | None:
+        """What bars the user from acting now (signing in, holding an admin role), if anything."""
+        return acting_bar(self.state, self.account_locked, password_expired=self.password_expired(at),
+                          has_password=self.password_hash is not None)
 
     def ensure_can_hold_admin_role(self, enrolled_factors: list[str]) -> None:
         """The seed's Considerations: active, not locked, password not expired, MFA enrolled."""
-        if self.state != UserState.ACTIVATED:
-            raise Conflict("user_not_active", "the user must be in the ACTIVATED state to hold an admin role")
-        if self.account_locked:
-            raise Conflict("user_locked", "the user is locked out; unlock the account first")
-        if self.password_expired():
-            raise Conflict("user_password_expired", "the user's password has expired")
-        if self.password_hash is None:
-            raise Conflict("user_has_no_password", "the user has no password to sign in with")
+        bar = self.acting_bar()
+        if bar is not None:
+            raise Conflict(*ADMIN_ROLE_REFUSALS[bar])
         if not enrolled_factors:
             raise Conflict("user_mfa_not_enrolled", "the user must be enrolled in at least one MFA factor")
 
@@ -124,16 +163,16 @@ class User:
         self.email = email
         return change
 
-    def suspend(self) -> None:
+    def suspend(self) -> events.SessionsEnded:
         self.state = UserState.SUSPENDED
-        self.end_sessions()
+        return self.end_sessions()
 
     def activate(self) -> None:
         self.state = UserState.ACTIVATED
 
-    def lock(self) -> None:
+    def lock(self) -> events.SessionsEnded:
         self.account_locked = True
-        self.end_sessions()
+        return self.end_sessions()
 
     def unlock(self) -> None:
         self.account_locked = False
@@ -149,12 +188,7 @@ class User:
         self.failed_logins = 0
 
     def can_sign_in(self) -> bool:
-        return (
-            self.state == UserState.ACTIVATED
-            and not self.account_locked
-            and not self.password_expired()
-            and self.password_hash is not None
-        )
+        return self.acting_bar() is None
 
 
 @dataclass(eq=False)
@@ -180,8 +214,9 @@ class Admin:
     def is_linked(self) -> bool:
         return self.linked_user_id is not None
 
-    def end_sessions(self) -> None:
+    def end_sessions(self) -> events.SessionsEnded:
         self.auth_epoch += 1
+        return events.SessionsEnded("admin", self.id)
 
     def can_sign_in(self, linked_user: User | None) -> bool:
         if self.is_linked:

@@ -8,11 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import sqlalchemy as sa
-
-from service.adapters import orm
 from service.adapters.mfa import push as keys
-from service.adapters.repository import Users
+from service.adapters.repository import PushDevices, Users
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.signin import records
 from service.signin.errors import Unauthorized
@@ -48,9 +45,7 @@ async def enroll(signin: Signin, enrollment_token: str, name: str, algorithm: st
         raise Unauthorized("invalid_enrollment_token", "this enrollment token is unknown, used or expired")
     actor = records.actor_for(org_id, USER_PORTAL, client, user=user, admin=None, auth_method="push_device")
     async with signin.services.uow(actor) as uow:
-        device_id = await uow.push_devices.insert(organization_id=org_id, user_id=user_id,
-                                                  name=name.strip() or "mobile device", algorithm=algorithm,
-                                                  public_key=pem)
+        device_id = await uow.push_devices.add(org_id, user_id, name.strip() or "mobile device", algorithm, pem)
         uow.collect(records.user_change(user, "push_device", device_id))
         await uow.commit()
     return {"device_id": device_id, "organization_id": org_id, "algorithm": algorithm,
@@ -58,12 +53,8 @@ async def enroll(signin: Signin, enrollment_token: str, name: str, algorithm: st
 
 
 async def _device(signin: Signin, org_id: str, device_id: str, user_id: str | None = None) -> Any:
-    table = orm.push_devices
-    where = [table.c.organization_id == org_id, table.c.id == device_id]
-    if user_id is not None:
-        where.append(table.c.user_id == user_id)
     async with signin.services.session_factory() as db:
-        return (await db.execute(sa.select(table).where(*where))).one_or_none()
+        return await PushDevices(db).get(org_id, device_id, user_id)
 
 
 async def inbox(signin: Signin, org_id: str, device_id: str, timestamp: int,

@@ -6,27 +6,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from service import policy
-from service.adapters import orm
-from service.adapters.crypto import SecretBox
 from service.adapters.mfa.duo import DuoApplication, DuoGateway, DuoUnavailable
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain.errors import DomainError, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
-from service.domain.model import now
 from service.policy import Action
+from service.unit_of_work import DuoSettingsRepository, Sealer, UnitOfWork
 
 
 def _organization(org_id: str) -> Resource:
     return Resource("organization", org_id)
 
 
-async def application(session: AsyncSession, box: SecretBox, org_id: str) -> DuoApplication | None:
-    table = orm.duo_configs
-    row = (await session.execute(sa.select(table).where(table.c.organization_id == org_id))).one_or_none()
+async def application(settings: DuoSettingsRepository, box: Sealer, org_id: str) -> DuoApplication | None:
+    row = await settings.get(org_id)
     if row is None:
         return None
     return DuoApplication(row.client_id, box.open(row.client_secret_encrypted), row.api_host)
@@ -51,10 +44,7 @@ def authorize(uow: UnitOfWork) -> None:
 
 
 async def read(uow: UnitOfWork) -> dict[str, Any]:
-    table = orm.duo_configs
-    row = (await uow.session.execute(sa.select(table).where(
-        table.c.organization_id == uow.actor.organization_id))).one_or_none()
-    return view(row)
+    return view(await uow.duo_settings.get(uow.actor.organization_id))
 
 
 async def save(uow: UnitOfWork, gateway: DuoGateway, client_id: str, client_secret: str,
@@ -69,14 +59,9 @@ async def save(uow: UnitOfWork, gateway: DuoGateway, client_id: str, client_secr
         await gateway.check(app)
     except DuoUnavailable as exc:
         raise InvalidRequest("duo_check_failed", "Duo refused these settings or did not answer") from exc
-    org_id, table = uow.actor.organization_id, orm.duo_configs
-    values = {"client_id": client_id, "client_secret_encrypted": uow.box.seal(client_secret), "api_host": api_host}
+    org_id = uow.actor.organization_id
     before = await read(uow)
-    if before["configured"]:
-        await uow.session.execute(sa.update(table).where(table.c.organization_id == org_id)
-                                  .values(**values, updated_at=now()))
-    else:
-        await uow.session.execute(sa.insert(table).values(organization_id=org_id, created_at=now(), **values))
+    await uow.duo_settings.put(org_id, client_id, uow.box.seal(client_secret), api_host)
     uow.collect(Recorded("organization_update", _organization(org_id), (
         Change("duo_api_host", before.get("api_host"), api_host),
         Change("duo_client_id", before.get("client_id"), client_id),
@@ -88,11 +73,11 @@ async def save(uow: UnitOfWork, gateway: DuoGateway, client_id: str, client_secr
 
 async def remove(uow: UnitOfWork) -> None:
     authorize(uow)
-    org_id, table = uow.actor.organization_id, orm.duo_configs
+    org_id = uow.actor.organization_id
     before = await read(uow)
     if not before["configured"]:
         raise NotFound("duo_not_configured", "Duo is not configured for this organization")
-    await uow.session.execute(sa.delete(table).where(table.c.organization_id == org_id))
+    await uow.duo_settings.delete(org_id)
     uow.collect(Recorded("organization_update", _organization(org_id),
                          (Change("duo_api_host", before["api_host"], None),)))
     await uow.commit()

@@ -13,13 +13,11 @@ import json
 import secrets
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from service.adapters import orm
 from service.adapters.mfa import totp
 from service.adapters.mfa import webauthn as wa
-from service.adapters.repository import enrolled_factors
+from service.adapters.repository import DuoEnrollments, PushDevices, WebauthnCredentials, enrolled_factors
 from service.adapters.sessions import Session
 from service.domain.errors import Conflict, Forbidden, InvalidRequest
 from service.domain.model import User
@@ -64,14 +62,9 @@ class Enrollment:
         org, uid = user.organization_id, user.id
         async with self.services.session_factory() as db:
             factors = await enrolled_factors(db, org, uid)
-            keys = (await db.execute(sa.select(orm.webauthn_credentials).where(
-                orm.webauthn_credentials.c.organization_id == org, orm.webauthn_credentials.c.user_id == uid)
-                .order_by(orm.webauthn_credentials.c.created_at))).all()
-            devices = (await db.execute(sa.select(orm.push_devices).where(
-                orm.push_devices.c.organization_id == org, orm.push_devices.c.user_id == uid)
-                .order_by(orm.push_devices.c.created_at))).all()
-            duo = await db.scalar(sa.select(orm.duo_enrollments.c.duo_username).where(
-                orm.duo_enrollments.c.organization_id == org, orm.duo_enrollments.c.user_id == uid))
+            keys = await WebauthnCredentials(db).all_of_user(org, uid)
+            devices = await PushDevices(db).all_of_user(org, uid)
+            duo = await DuoEnrollments(db).username(org, uid)
         return {
             "factors": factors,
             "webauthn": [{"id": k.id, "type": "webauthn_device" if k.attachment == wa.PLATFORM else "security_key",
@@ -114,9 +107,8 @@ class Enrollment:
         async with self._actor_uow(user, client) as uow:
             try:
                 # The confirming code is spent: it cannot also sign in.
-                await uow.totp.insert(organization_id=user.organization_id, user_id=user.id,
-                                      secret_encrypted=pending["secret"], last_used_step=step)
-                await uow.session.flush()
+                await uow.totp.add(user.organization_id, user.id, pending["secret"], step)
+                await uow.flush()
             except IntegrityError as exc:
                 raise Conflict("totp_already_enrolled", "TOTP is already enrolled") from exc
             uow.collect(records.user_change(user, "totp"))
@@ -131,10 +123,9 @@ class Enrollment:
         if attachment is None:
             raise InvalidRequest("invalid_field", "type must be webauthn_device or security_key")
         await self._guard(session, user)
-        table = orm.webauthn_credentials
         async with self.services.session_factory() as db:
-            existing = list(await db.scalars(sa.select(table.c.credential_id).where(
-                table.c.organization_id == user.organization_id, table.c.user_id == user.id)))
+            existing = [row.credential_id
+                        for row in await WebauthnCredentials(db).all_of_user(user.organization_id, user.id)]
         display = " ".join(p for p in (user.firstname, user.lastname) if p) or user.username
         options, challenge = wa.registration_options(
             self.signin.rp, user_handle=user.id.encode(), user_name=user.email, display_name=display,
@@ -156,13 +147,11 @@ class Enrollment:
         except wa.CeremonyFailed as failure:
             raise InvalidRequest("webauthn_registration_failed", failure.reason) from failure
         async with self._actor_uow(user, client) as uow:
-            taken = await uow.session.scalar(sa.select(sa.exists().where(
-                orm.webauthn_credentials.c.credential_id == new.credential_id)))
-            if taken:
+            if await uow.webauthn.registered(new.credential_id):
                 raise Conflict("credential_already_registered", "this authenticator is already registered")
             try:
-                row_id = await uow.webauthn.insert(
-                    organization_id=user.organization_id, user_id=user.id, credential_id=new.credential_id,
+                row_id = await uow.webauthn.add(
+                    user.organization_id, user.id, credential_id=new.credential_id,
                     public_key=new.public_key, sign_count=new.sign_count, transports=new.transports,
                     aaguid=new.aaguid, attachment=new.attachment, name=name or factor.replace("_", " "))
             except IntegrityError as exc:  # registered by a concurrent request meanwhile
@@ -189,12 +178,11 @@ class Enrollment:
         if not duo_username.strip():
             raise InvalidRequest("invalid_field", "duo_username must not be empty")
         async with self._actor_uow(user, client) as uow:
-            if await duo_settings.application(uow.session, self.services.box, user.organization_id) is None:
+            if await duo_settings.application(uow.duo_settings, uow.box, user.organization_id) is None:
                 raise Conflict("duo_not_configured", "Duo is not configured for this organization")
             try:
-                await uow.duo.insert(organization_id=user.organization_id, user_id=user.id,
-                                     duo_username=duo_username.strip())
-                await uow.session.flush()
+                await uow.duo.add(user.organization_id, user.id, duo_username.strip())
+                await uow.flush()
             except IntegrityError as exc:
                 raise Conflict("duo_already_enrolled", "Duo is already enrolled") from exc
             uow.collect(records.user_change(user, "duo", duo_username.strip()))

@@ -21,16 +21,20 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.adapters import orm
 from service.adapters.crypto import token_hash, verify_password
 from service.adapters.mfa import webauthn as wa
 from service.adapters.mfa.duo import DuoGateway, DuoUnavailable
-from service.adapters.repository import Admins, Users, enrolled_factors
+from service.adapters.repository import (
+    Admins,
+    DuoEnrollments,
+    DuoSettings,
+    Users,
+    WebauthnCredentials,
+    enrolled_factors,
+)
 from service.adapters.sessions import Session
-from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services
 from service.config import Settings
 from service.domain.commands import Actor
@@ -60,6 +64,7 @@ from service.signin.records import ADMIN_PORTAL, USER_PORTAL, ClientInfo
 from service.signin.smart_lockout import Lane, SmartLockout
 from service.signin.throttle import Throttle, account_key, user_key
 from service.signin.verify import Outcome
+from service.unit_of_work import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class MfaRequired:
 @dataclass(frozen=True)
 class SignedIn:
     token: str
-    session: Session
+    portal_session: Session  # the sign-in session it opened (not a database session)
     identity: Admin | User
     client: str  # web | mobile
     device_cookie: tuple[str, str] | None = None  # (name, value) after a sign-in with MFA
@@ -179,7 +184,7 @@ class Signin:
         async with self.services.session_factory() as session:
             factors = await enrolled_factors(session, who.organization_id, who.user.id)
             if "duo" in factors and await duo_settings.application(
-                    session, self.services.box, who.organization_id) is None:
+                    DuoSettings(session), self.services.box, who.organization_id) is None:
                 factors.remove("duo")  # enrolled, but the organization has no Duo application now
         return factors
 
@@ -298,11 +303,9 @@ class Signin:
 
     async def _start_webauthn(self, key: str, challenge: Challenge, factor: str) -> dict[str, Any]:
         assert challenge.user_id is not None
-        table = orm.webauthn_credentials
         async with self.services.session_factory() as session:
-            rows = (await session.execute(sa.select(table.c.credential_id, table.c.transports).where(
-                table.c.organization_id == challenge.organization_id, table.c.user_id == challenge.user_id,
-                table.c.attachment == verify.attachment_for(factor)))).all()
+            rows = await WebauthnCredentials(session).all_of_user(challenge.organization_id, challenge.user_id,
+                                                                  verify.attachment_for(factor))
         options, raw = wa.authentication_options(self.rp, [(r.credential_id, r.transports or []) for r in rows])
         challenge.started_factor, challenge.webauthn_challenge = factor, wa.encode_challenge(raw)
         await self.challenges.save(key, challenge)
@@ -319,8 +322,8 @@ class Signin:
     async def _start_duo(self, key: str, challenge: Challenge) -> dict[str, Any]:
         assert challenge.user_id is not None
         async with self.services.session_factory() as session:
-            app = await duo_settings.application(session, self.services.box, challenge.organization_id)
-            username = await verify.duo_username(session, challenge.organization_id, challenge.user_id)
+            app = await duo_settings.application(DuoSettings(session), self.services.box, challenge.organization_id)
+            username = await DuoEnrollments(session).username(challenge.organization_id, challenge.user_id)
         if app is None or username is None:
             raise Conflict("duo_not_configured", "Duo is not configured for this organization")
         try:
@@ -393,18 +396,17 @@ class Signin:
 
     async def _check(self, uow: UnitOfWork, challenge: Challenge, who: Who, factor: str, proof: dict[str, Any],
                      push: PushRequest | None, push_status: str | None) -> Outcome:
-        box = self.services.box
         if factor == "totp":
-            return await verify.check_totp(uow.session, box, who, proof.get("code"))
+            return await verify.check_totp(uow, who, proof.get("code"))
         if factor in rules.WEBAUTHN_FACTORS:
             assert who.user is not None and challenge.webauthn_challenge is not None
-            return await verify.check_assertion(uow.session, self.rp, who.organization_id, who.user.id,
+            return await verify.check_assertion(uow, self.rp, who.organization_id, who.user.id,
                                                 verify.attachment_for(factor), proof.get("credential"),
                                                 challenge.webauthn_challenge)
         if factor == "push":
             assert push is not None and push_status is not None
             return verify.check_push(push, push_status)
-        return await verify.check_duo(uow.session, box, self.duo, challenge, proof)
+        return await verify.check_duo(uow, self.duo, challenge, proof)
 
     async def _after_failure(self, key: str, challenge: Challenge) -> None:
         challenge.failures += 1
@@ -510,7 +512,7 @@ class Signin:
             lane = self._lane(who, client)
             await self.smart.ensure_open(lane)
             assert challenge.webauthn_challenge is not None
-            outcome = await verify.check_assertion(uow.session, self.rp, org_id, user_id, wa.PLATFORM, credential,
+            outcome = await verify.check_assertion(uow, self.rp, org_id, user_id, wa.PLATFORM, credential,
                                                    challenge.webauthn_challenge)
             if outcome.ok and wa.user_handle_of(credential) not in (None, user.id):
                 outcome = Outcome(False, "webauthn_user_mismatch")
@@ -540,8 +542,5 @@ class Signin:
         credential_id = wa.credential_id_of(credential)
         if credential_id is None:
             return None
-        table = orm.webauthn_credentials
         async with self.services.session_factory() as session:
-            row = (await session.execute(sa.select(table.c.organization_id, table.c.user_id).where(
-                table.c.credential_id == credential_id, table.c.attachment == wa.PLATFORM))).one_or_none()
-        return (row.organization_id, row.user_id) if row else None
+            return await WebauthnCredentials(session).owner(credential_id, wa.PLATFORM)

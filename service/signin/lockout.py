@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain.errors import Conflict
-from service.domain.events import Recorded, SessionsEnded
+from service.domain.events import Recorded
 from service.domain.model import User
-from service.handlers import guard_last_billing_admin, user_resource
+from service.handlers.common import guard_last_billing_admin, user_resource
 from service.signin import records
+from service.unit_of_work import UnitOfWork
 
 
 async def count_failure(uow: UnitOfWork, user: User, threshold: int) -> None:
@@ -25,7 +25,6 @@ async def count_failure(uow: UnitOfWork, user: User, threshold: int) -> None:
         except Conflict as refusal:
             uow.collect(refused, *refusal.notices)
             return
-        admin.end_sessions()
-        uow.collect(SessionsEnded("admin", admin.id))
-    user.lock()
-    uow.collect(records.lockout(user), SessionsEnded("user", user.id))
+        uow.collect(admin.end_sessions())
+    ended = user.lock()
+    uow.collect(records.lockout(user), ended)

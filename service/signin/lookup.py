@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.adapters import orm
 from service.adapters.repository import Admins, Users
 from service.domain.model import Admin, User, normalise_email
 from service.signin.records import ADMIN_PORTAL
@@ -42,14 +40,6 @@ class Who:
         return self.user.password_hash if self.user is not None else None
 
 
-async def _organizations(session: AsyncSession, table: sa.Table, column: str, value: str,
-                         org_id: str | None) -> set[str]:
-    query = sa.select(table.c.organization_id).where(sa.func.lower(table.c[column]) == value)
-    if org_id is not None:
-        query = query.where(table.c.organization_id == org_id)
-    return {row for row in await session.scalars(query)}
-
-
 def _only(orgs: set[str]) -> str | None:
     return next(iter(orgs)) if len(orgs) == 1 else None
 
@@ -58,14 +48,14 @@ async def resolve(session: AsyncSession, portal: str, identifier: str, org_id: s
     """The identities behind what was typed: an email first; a username only when no account in
     scope has that email (usernames may look like emails, as SCIM's ``userName`` often does)."""
     email = normalise_email(identifier)
-    orgs = await _organizations(session, orm.users, "email", email, org_id)
+    orgs = await Users(session).organizations_with_email(email, org_id)
     if portal == ADMIN_PORTAL:
-        orgs |= await _organizations(session, orm.admins, "email", email, org_id)
+        orgs |= await Admins(session).organizations_with_email(email, org_id)
     if orgs:
         org = _only(orgs)
         return await _by_email(session, portal, org, identifier) if org else None
     username = identifier.strip().lower()
-    org = _only(await _organizations(session, orm.users, "username", username, org_id))
+    org = _only(await Users(session).organizations_with_username(username, org_id))
     return await _by_username(session, portal, org, username) if org else None
 
 

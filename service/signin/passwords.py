@@ -13,9 +13,9 @@ import asyncio
 from service.adapters.crypto import hash_password, verify_password
 from service.adapters.sessions import Session
 from service.domain.errors import Conflict, InvalidRequest
-from service.domain.events import Change, Recorded, SessionsEnded
+from service.domain.events import Change, Recorded
 from service.domain.model import Admin, PasswordAuthority, User
-from service.handlers import validate_password
+from service.handlers.common import validate_password
 from service.signin import lockout, records
 from service.signin.errors import invalid_credentials
 from service.signin.flows import SignedIn, Signin
@@ -52,8 +52,8 @@ async def change_user_password(signin: Signin, session: Session, user: User, old
             await uow.commit()
             raise invalid_credentials()
         fresh.password_hash, fresh.password_expires_at = new_hash, None
-        fresh.end_sessions()
-        uow.collect(records.user_change(fresh, "password"), SessionsEnded("user", fresh.id))
+        ended = fresh.end_sessions()
+        uow.collect(records.user_change(fresh, "password"), ended)
         await uow.commit()
     return await signin.open_session(Who(user.organization_id, fresh, None), USER_PORTAL, session.factor or "password",
                                      client.kind)
@@ -77,9 +77,8 @@ async def change_admin_password(signin: Signin, session: Session, admin: Admin, 
             await uow.commit()
             raise invalid_credentials()
         fresh.password_hash = new_hash
-        fresh.end_sessions()
-        uow.collect(Recorded("admin_update", records.admin_resource(fresh), (change,)),
-                    SessionsEnded("admin", fresh.id))
+        ended = fresh.end_sessions()
+        uow.collect(Recorded("admin_update", records.admin_resource(fresh), (change,)), ended)
         await uow.commit()
     return await signin.open_session(Who(admin.organization_id, None, fresh), ADMIN_PORTAL, session.factor or "totp",
                                      client.kind)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from service.adapters.unit_of_work import UnitOfWork
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
+from service.unit_of_work import UnitOfWork
 
 T = TypeVar("T")
 

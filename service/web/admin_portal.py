@@ -17,15 +17,16 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from service import handlers, policy, views
+from service import policy, views
 from service.adapters.sessions import Session
 from service.api.auth import COOKIE, current_session
-from service.api.context import services_of
-from service.api.errors import ApiError
 from service.domain import commands as c
 from service.domain.commands import Actor
 from service.domain.errors import DomainError
 from service.domain.model import Admin, Role
+from service.handlers.common import load_user_and_admin
+from service.http.context import services_of
+from service.http.errors import ApiError
 from service.policy import Action
 from service.signin import passwords
 from service.signin.challenges import ADMIN_LOGIN
@@ -62,7 +63,7 @@ class Console:
 
     actor: Actor
     admin: Admin
-    session: Session
+    portal_session: Session
 
     def may(self, action: Action, target_has_admin_role: bool) -> policy.Decision:
         return policy.decide(action, self.actor.role, target_has_admin_role)
@@ -223,7 +224,7 @@ def _role(form: dict[str, Any]) -> Role:
 async def user_detail(request: web.Request, console: Console) -> web.StreamResponse:
     policy.authorize(Action.READ_USERS, console.actor.role)
     async with services_of(request).uow(console.actor) as uow:
-        user, admin = await handlers.load_user_and_admin(uow, request.match_info["user_id"])
+        user, admin = await load_user_and_admin(uow, request.match_info["user_id"])
         shown = await views.user(uow, user, admin, load_admin=False)
     factors = await Enrollment(mfa.signin_of(request)).overview(user)
     has_admin = admin is not None
@@ -268,8 +269,8 @@ async def change_password(request: web.Request, console: Console) -> web.StreamR
         return render(request, "admin/password.html", layout(
             console, "Change your password", field_error="The two new passwords are not the same."), 400)
     try:
-        result = await passwords.change_admin_password(mfa.signin_of(request), console.session, console.admin, old,
-                                                       new, mfa.client(request))
+        result = await passwords.change_admin_password(mfa.signin_of(request), console.portal_session,
+                                                       console.admin, old, new, mfa.client(request))
     except DomainError as error:
         return render(request, "admin/password.html", layout(
             console, "Change your password", error=sentence(error), error_code=error.code,

@@ -16,13 +16,13 @@ from typing import Any
 
 from aiohttp import web
 
-from service.api import inputs
 from service.api import signin as signin_api
 from service.api.auth import current_session
-from service.api.context import services_of
-from service.api.errors import ApiError
 from service.domain.errors import DomainError
 from service.domain.model import Admin, User
+from service.http import inputs
+from service.http.context import services_of
+from service.http.errors import ApiError
 from service.signin.challenges import STEP_UP
 from service.signin.errors import Unauthorized, challenge_expired
 from service.signin.flows import Pending, SignedIn, Signin

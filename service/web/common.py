@@ -20,10 +20,10 @@ from aiohttp import web
 
 from service.adapters.crypto import constant_time_equal
 from service.api.auth import PORTAL_COOKIES
-from service.api.context import services_of
-from service.api.errors import ApiError, status_for
-from service.api.inputs import unstorable_text
 from service.domain.errors import DomainError
+from service.http.context import services_of
+from service.http.errors import ApiError, status_for
+from service.http.inputs import unstorable_text
 from service.signin import known_devices
 from service.signin.errors import RateLimited, Unavailable
 from service.signin.flows import SignedIn
@@ -183,7 +183,7 @@ async def sign_out(request: web.Request, cookie: str, home: str, sign_in: str) -
 def set_session_cookie(request: web.Request, response: web.StreamResponse, signed_in: SignedIn) -> None:
     """The portal's session cookie; after a sign-in with MFA also the known-device cookie, as the
     sign-in API sets it, so that this browser counts as familiar to smart lockout next time."""
-    set_cookie(request, response, PORTAL_COOKIES[signed_in.session.portal], signed_in.token)
+    set_cookie(request, response, PORTAL_COOKIES[signed_in.portal_session.portal], signed_in.token)
     if signed_in.device_cookie is not None:
         name, value = signed_in.device_cookie
         set_cookie(request, response, name, value, path=known_devices.COOKIE_PATH,

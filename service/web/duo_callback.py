@@ -22,7 +22,7 @@ def signed_in(request: web.Request, result: SignedIn | Pending) -> web.HTTPSeeOt
     """The browser's answer to a completed sign-in (None: answer as the API does)."""
     if not isinstance(result, SignedIn) or result.client != "web":
         return None
-    response = redirect(HOME[result.session.portal])
+    response = redirect(HOME[result.portal_session.portal])
     set_session_cookie(request, response, result)
     return response
 

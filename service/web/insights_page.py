@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from service import insights_query, policy
-from service.api.context import services_of
 from service.domain.model import now
+from service.http.context import services_of
 from service.policy import Action
 from service.web.admin_portal import Console, console_page, layout
 from service.web.common import render

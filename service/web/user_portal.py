@@ -18,12 +18,12 @@ from markupsafe import Markup
 
 from service.adapters.repository import Admins
 from service.adapters.sessions import Session
-from service.api import inputs
 from service.api.auth import USER_COOKIE, current_session
-from service.api.context import services_of
-from service.api.errors import ApiError
 from service.domain.errors import DomainError
 from service.domain.model import User
+from service.http import inputs
+from service.http.context import services_of
+from service.http.errors import ApiError
 from service.signin import passwords
 from service.signin.challenges import STEP_UP, USER_LOGIN
 from service.signin.enrollment import Enrollment
@@ -67,7 +67,7 @@ REQUIRED_SENTENCE = ("Your administrator requires an authenticator app (TOTP) fo
 @dataclass(frozen=True)
 class Me:
     token: str
-    session: Session
+    portal_session: Session
     user: User
     is_admin: bool
     totp_required: bool  # an administrator requires TOTP and it is not enrolled yet
@@ -230,7 +230,7 @@ def _enrollment(request: web.Request) -> Enrollment:
 async def home(request: web.Request, me: Me) -> web.StreamResponse:
     overview = await _enrollment(request).overview(me.user)
     return render(request, "portal/home.html", layout(me, "Your account", user=me.user, overview=overview,
-                                                      session_factor=me.session.factor,
+                                                      session_factor=me.portal_session.factor,
                                                       flash=ENROLLED.get(request.query.get("done", ""))))
 
 
@@ -263,7 +263,7 @@ async def totp_page(request: web.Request, me: Me) -> web.StreamResponse:
 @totp_enrollment_page
 async def totp_start(request: web.Request, me: Me) -> web.StreamResponse:
     await check_csrf(request)
-    started = await _enrollment(request).totp_start(me.token, me.session, me.user)
+    started = await _enrollment(request).totp_start(me.token, me.portal_session, me.user)
     return render(request, "portal/totp.html", layout(me, "Set up an authenticator app", secret=started["secret"],
                                                       qr=qr_svg(started["otpauth_uri"]), **_required(me)))
 
@@ -278,7 +278,7 @@ async def totp_confirm(request: web.Request, me: Me) -> web.StreamResponse:
     form = await check_csrf(request)
     code = str(form.get("code", "")).strip()[:20]
     try:
-        await _enrollment(request).totp_confirm(me.token, me.session, me.user, code, mfa.client(request))
+        await _enrollment(request).totp_confirm(me.token, me.portal_session, me.user, code, mfa.client(request))
     except DomainError as error:
         if error.code != "invalid_code":
             raise
@@ -292,7 +292,7 @@ async def totp_confirm(request: web.Request, me: Me) -> web.StreamResponse:
 async def webauthn_options(request: web.Request, me: Me) -> web.StreamResponse:
     data = await inputs.json_body(request)
     kind = str(data.get("type", ""))[:40]
-    answer = await _enrollment(request).webauthn_options(me.token, me.session, me.user, kind)
+    answer = await _enrollment(request).webauthn_options(me.token, me.portal_session, me.user, kind)
     return json_answer(request, {"options": answer["options"]})
 
 
@@ -303,7 +303,7 @@ async def webauthn_register(request: web.Request, me: Me) -> web.StreamResponse:
     if not isinstance(data.get("credential"), dict):
         return json_answer(request, {"error": "The authenticator gave no answer.", "code": "missing_field"}, 400)
     name = str(data.get("name") or "")[:200].strip()
-    await _enrollment(request).webauthn_register(me.token, me.session, me.user, data["credential"], name,
+    await _enrollment(request).webauthn_register(me.token, me.portal_session, me.user, data["credential"], name,
                                                  mfa.client(request))
     return json_answer(request, {"redirect": "/portal/mfa?done=webauthn"})
 
@@ -312,7 +312,7 @@ async def webauthn_register(request: web.Request, me: Me) -> web.StreamResponse:
 @portal_page
 async def push_pairing(request: web.Request, me: Me) -> web.StreamResponse:
     await check_csrf(request)
-    pairing = await _enrollment(request).push_enrollment(me.session, me.user)
+    pairing = await _enrollment(request).push_enrollment(me.portal_session, me.user)
     return render(request, "portal/push.html", layout(me, "Pair your phone", pairing=pairing,
                                                       qr=qr_svg(pairing["pairing_payload"])))
 
@@ -332,7 +332,7 @@ async def change_password(request: web.Request, me: Me) -> web.StreamResponse:
         return render(request, "portal/password.html", layout(
             me, "Change your password", field_error="The two new passwords are not the same."), 400)
     try:
-        result = await passwords.change_user_password(mfa.signin_of(request), me.session, me.user, old, new,
+        result = await passwords.change_user_password(mfa.signin_of(request), me.portal_session, me.user, old, new,
                                                       mfa.client(request))
     except DomainError as error:
         return render(request, "portal/password.html", layout(me, "Change your password", error=sentence(error)),
@@ -347,7 +347,7 @@ async def change_password(request: web.Request, me: Me) -> web.StreamResponse:
 @portal_page
 async def launch_admin(request: web.Request, me: Me) -> web.StreamResponse:
     await check_csrf(request)
-    result = await mfa.signin_of(request).launch_admin_portal(me.token, me.session, me.user, mfa.client(request))
+    result = await mfa.signin_of(request).launch_admin_portal(me.token, me.portal_session, me.user, mfa.client(request))
     raise mfa.begin(request, LAUNCH, result.challenge_id, result.expires_in)
 
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, async_playwright
 
 from service import config
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from tests.browser.harness import CHROMIUM, FLAGS
 from tests.conftest import Api, Org, free_port, suite_settings

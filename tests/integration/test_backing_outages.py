@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 
 from service.adapters import db, orm
 from service.adapters.sessions import Session, SessionStore
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from tests.conftest import TEST_DATABASE_URL, Api, Org, free_port
 from tests.service.test_webhook_support import event, sender

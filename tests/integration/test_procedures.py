@@ -21,7 +21,7 @@ from service import config
 from service.adapters import orm
 from service.adapters.queue import redis_pool
 from service.adapters.sessions import PREFIX, Session
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services, build
 from service.domain.model import Role
 from tests.conftest import Api, Mailbox, Org, bootstrap_org

@@ -6,6 +6,11 @@ real SMTP server.
   event is applied exactly once and no email is sent twice.
 - Redis stopped during a stream: the receiver answers 503 with Retry-After; once Redis is back,
   every event that was recorded is applied, whether or not its sender delivered it again.
+- Two workers (and a third drain) on one integration's batches at once: every event once.
+
+Events are applied in batches (ARCHITECTURE.md, "Many events, one transaction"): the SIGKILL lands
+while the worker holds a claimed batch (rows in progress), whose rows are claimed again once the
+claim lapses.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from service import config
+from service import config, inbound
 from service.adapters import orm
 from service.bootstrap import Services, build
 from service.domain.model import Role, new_id
@@ -378,3 +383,40 @@ async def test_redis_stopped_mid_stream_answers_503_then_loses_nothing(
         assert (await api.ok("GET", f"/api/v1/users/{user['id']}"))["state"] == "SUSPENDED"
     suspended = Counter(r["resource"]["email"] for r in await records(observer, org.id, "user_suspended"))
     assert suspended == Counter({u["email"]: 1 for u in users})
+
+
+async def test_two_workers_draining_one_integration_apply_every_event_once(
+        stack: Stack, observer: Services, http: aiohttp.ClientSession, smtp_server: tuple[str, Mailbox]) -> None:
+    """Two worker processes, and this test draining too (as a third worker would): batches of one
+    integration claimed at once skip each other's rows (FOR UPDATE SKIP LOCKED)."""
+    stack.start_worker()  # the second one
+    org = await bootstrap_org(observer, "Two Workers Co")
+    api = Api(http, org.key, observer)  # type: ignore[arg-type]
+    admins = [await api.user() for _ in range(15)]
+    suspended = [await api.user(mfa=False) for _ in range(45)]
+    directory = await integration(api, "directory")
+    path = f"/webhooks/directory/{directory['id']}"
+    stream = [Delivery(path, directory["secret"], event("admin_role.assigned", email=a["email"],
+                                                         data={"role": "Manager"})) for a in admins]
+    stream += [Delivery(path, directory["secret"], event("user.suspended", email=u["email"])) for u in suspended]
+    sending = asyncio.create_task(send_stream(http, stream + stream[::4], in_flight=12))
+    drained: list[int] = []
+
+    async def drain_meanwhile() -> None:
+        while not sending.done():
+            drained.append(await inbound.drain(observer, org.id, directory["id"]))
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(sending, drain_meanwhile(), drain_meanwhile())
+    webhook_rows = await until_settled(observer, org.id, len(stream), stack, within=150)
+
+    assert all(r.status == "complete" for r in webhook_rows), Counter(r.status for r in webhook_rows)
+    assert sum(drained) < len(stream)  # the workers took their share
+    for event_type, group in (("admin_create", admins), ("user_suspended", suspended)):
+        applied = Counter(r["resource"]["email"] for r in await records(observer, org.id, event_type)
+                          if r["success"] and r["initiated_by"]["type"] == "integration")
+        assert applied == Counter({u["email"]: 1 for u in group}), event_type
+    mailbox = smtp_server[1]
+    copies = Counter(message_id(m.original_content) for m in mailbox.messages
+                     if any(a["email"] in m.rcpt_tos for a in admins))
+    assert len(copies) == len(admins) and set(copies.values()) == {1}, "one admin_role_assigned email each"

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from service.adapters import orm
-from service.api.app import create_app
+from service.adapters.direct import open_direct
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import new_id, now
 from service.logging import DatabaseErrorFilter, JsonFormatter, TextFormatter
@@ -42,9 +43,13 @@ async def bad_integer(services: Services) -> None:
 
 async def bad_integer_on_asyncpg(services: Services) -> None:
     """The same on asyncpg itself, as service/adapters/direct.py sends statements."""
-    assert services.direct is not None
-    async with services.direct.acquire() as conn:
-        await conn.fetchval("SELECT $1::int", MARKER)
+    direct = await open_direct(services.settings.database_url)
+    assert direct is not None
+    try:
+        async with direct.acquire() as conn:
+            await conn.fetchval("SELECT $1::int", MARKER)
+    finally:
+        await direct.close()
 
 
 FAILURES = {failure.__name__: failure for failure in (duplicate_key, bad_integer, bad_integer_on_asyncpg)}
@@ -61,7 +66,7 @@ def assert_marker_not_logged(records: list[logging.LogRecord]) -> None:
 @pytest.mark.parametrize("failure", sorted(FAILURES))
 async def test_a_database_error_is_logged_without_client_values(services: Services, aiohttp_client: Any,
                                                                caplog: pytest.LogCaptureFixture, failure: str) -> None:
-    if failure == "bad_integer_on_asyncpg" and services.direct is None:
+    if failure == "bad_integer_on_asyncpg" and services.engine.dialect.name != "postgresql":
         pytest.skip("asyncpg's own pool exists on PostgreSQL only")
 
     async def failing(request: web.Request) -> web.Response:

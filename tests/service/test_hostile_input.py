@@ -12,8 +12,8 @@ from urllib.parse import quote
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.api.context import SERVICES
 from service.domain.model import Role
+from service.http.context import SERVICES
 from tests.conftest import Api, Org, enroll_totp_as_the_user
 from tests.service.test_scim_support import scim_integration
 

@@ -18,10 +18,10 @@ from openapi_spec_validator import validate
 
 from service.adapters.sessions import Session
 from service.api import openapi
-from service.api.app import create_app
-from service.api.context import SERVICES
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import MfaEnrollment, PasswordAuthority, Role, UserState
+from service.http.context import SERVICES
 from service.policy import Action
 from tests.conftest import Api, Org, enroll_totp_as_the_user
 from tests.service.test_scim_support import scim_integration
@@ -32,8 +32,8 @@ METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 CORE_MODULES = ("service.api.management", "service.api.auth", "service.api.health", "service.api.openapi")
 # Where the management API, portal sessions and their shared layers raise their stable codes.
 CODE_SOURCES = (
-    "service/handlers.py", "service/integrations.py", "service/domain", "service/api/inputs.py",
-    "service/api/errors.py", "service/api/idempotency.py", "service/api/management.py", "service/api/auth.py",
+    "service/handlers", "service/integrations.py", "service/domain", "service/http/inputs.py",
+    "service/http/errors.py", "service/api/idempotency.py", "service/api/management.py", "service/api/auth.py",
 )
 RAISED_CODE = re.compile(
     r'(?:Conflict|InvalidRequest|NotFound|Forbidden|bad_request|__init__|ApiError\(\s*\d+\s*,)\s*\(?\s*"([a-z_]+)"'
@@ -125,7 +125,7 @@ def test_enumerations_match_the_code() -> None:
 
 
 def test_api_key_operations_declare_the_key_and_its_refusal() -> None:
-    """Every request under /api/ and /insights/ passes the API-key check first (service.api.app)."""
+    """Every request under /api/ and /insights/ passes the API-key check first (service.app)."""
     wrong = []
     for path, item in openapi.document()["paths"].items():
         if not path.startswith(("/api/", "/insights/")):
@@ -150,7 +150,7 @@ def test_every_error_code_raised_is_documented() -> None:
 
 
 def family_content_type(path: str) -> str:
-    """How each part of the API answers errors (service.api.edge answers in the same way)."""
+    """How each part of the API answers errors (service.edge answers in the same way)."""
     if path.startswith("/scim/"):
         return "application/scim+json"
     return "text/html" if path.startswith("/ops/") else "application/json"

@@ -19,11 +19,12 @@ from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from arq.constants import abort_jobs_ss, result_key_prefix
 
-from service import config, ops
+from service import config
 from service.adapters import orm
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.model import Role, new_id
+from service.ops.actions import retry_job, system_actor
 from tests.conftest import Api, Mailbox, Org, bootstrap_org, free_port, suite_settings
 from tests.service.ops_support import Worker, tidy  # noqa: F401 (tidy: an autouse fixture)
 from workers.jobs import reconcile_jobs
@@ -146,7 +147,7 @@ async def test_the_reconciler_hands_over_a_job_retried_out_of_reach_of_the_worke
     async with services.session_factory() as session, session.begin():
         await session.execute(sa.update(orm.jobs).where(orm.jobs.c.id == job_id).values(status="dead", tries=1))
     await services.redis.set(result_key_prefix + job_id, b"the last run")
-    done = await ops.retry_job(services, ops.system_actor(org.id, "test"), job_id, reaches_workers=False)
+    done = await retry_job(services, system_actor(org.id, "test"), job_id, reaches_workers=False)
     assert done["enqueued"] is False
     await make_older(services, job_id, timedelta(minutes=1))
     assert await reconcile_jobs({"services": services}) >= 1

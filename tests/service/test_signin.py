@@ -16,7 +16,7 @@ from service import config
 from service.adapters import orm
 from service.adapters.crypto import token_hash
 from service.adapters.sessions import PREFIX as SESSION_PREFIX
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import Role, User
 from service.signin import smart_lockout

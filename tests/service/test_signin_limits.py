@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service import config
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from tests.conftest import Api
 from tests.fakes.portal import Portal, signin_settings

@@ -15,7 +15,7 @@ from openapi_schema_validator import OAS31Validator
 
 from service import config
 from service.api import openapi, signin
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from tests.conftest import Api
 from tests.fakes.portal import Portal, signin_settings

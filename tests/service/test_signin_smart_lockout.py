@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service import config
-from service.api.app import create_app
+from service.app import create_app
 from service.bootstrap import Services
 from service.signin import known_devices, smart_lockout
 from service.signin.errors import RateLimited, UnfamiliarBlocked

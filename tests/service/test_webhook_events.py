@@ -19,10 +19,11 @@ from service.adapters import db, orm
 from service.adapters.direct import open_direct
 from service.adapters.queue import Queue, deserialize, serialize
 from service.adapters.sessions import Session
-from service.api.app import create_app
+from service.adapters.webhook_intake import DeliveryStore
+from service.app import create_app
 from service.bootstrap import Services
 from service.domain.model import Role
-from service.inbound import apply
+from service.inbound import apply_batch
 from tests.conftest import Api, Org, bootstrap_org, free_port
 from tests.service.test_webhook_support import (  # clean_jobs: an autouse fixture
     clean_jobs,  # noqa: F401
@@ -172,13 +173,25 @@ async def test_a_failing_handler_is_retried_then_dead(api: Api, services: Servic
     assert shown["result"] is None and shown["finished"] is not None
 
 
+async def test_a_failed_row_is_retried_by_its_own_job_until_dead(api: Api, services: Services, worker: None) -> None:
+    """After the drain's try, each next one is the row's own arq job, deferred by the backoff."""
+    services.settings = dataclasses.replace(services.settings, job_max_tries=3)
+    user, other = await api.user(), await api.user()
+    hr = await sender(api, "hr")
+    taken = event("employee.email_changed", email=user["email"], data={"email": other["email"]})
+    job = await settled(services, await hr.accepted(taken))
+    assert (job.status, job.tries) == ("dead", 3)
+
+
 async def test_a_job_run_again_after_its_commit_changes_nothing_more(api: Api, services: Services,
                                                                      org: Org) -> None:
     user = await api.user()
     directory = await sender(api, "directory")
     job_id = await directory.accepted(event("admin_role.assigned", email=user["email"], data={"role": "Manager"}))
-    # A worker applies the event, then dies before recording the job's outcome ...
-    assert (await apply(services, await job_row(services, job_id))).status == "complete"
+    # A worker applies the event, and the job's row is claimed again (as if its ending were lost) ...
+    claimed = await services.jobs.claim(job_id)
+    assert claimed is not None and (await apply_batch(services, [claimed]))[job_id] == "complete"
+    await reopen(services, job_id)
     # ... and arq runs the job again.
     assert await apply_webhook({"services": services}, job_id) == "complete"
     row = await job_row(services, job_id)
@@ -191,6 +204,12 @@ async def test_a_job_run_again_after_its_commit_changes_nothing_more(api: Api, s
             orm.mail_outbox.c.organization_id == org.id, orm.mail_outbox.c.recipient == user["email"]))).all()
     assert len(mails) == 1
     assert await apply_webhook({"services": services}, job_id) == "already finished"
+
+
+async def reopen(services: Services, job_id: str) -> None:
+    async with services.session_factory() as session, session.begin():
+        await session.execute(sa.update(orm.jobs).where(orm.jobs.c.id == job_id).values(status="queued",
+                                                                                       result=None))
 
 
 async def test_directory_events(api: Api, services: Services, org: Org, worker: None) -> None:
@@ -322,9 +341,11 @@ async def test_database_down_answers_503(api: Api, services: Services, aiohttp_c
     hr = await sender(api, "hr")
     broken = db.make_engine(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/adminlink.db")
     # On PostgreSQL the receiver writes through asyncpg itself: that pool points nowhere too.
-    broken_direct = services.direct and await open_direct(f"postgresql://postgres@127.0.0.1:{free_port()}/gone")
+    on_postgresql = services.engine.dialect.name == "postgresql"
+    broken_direct = await open_direct(f"postgresql://postgres@127.0.0.1:{free_port()}/gone") if on_postgresql else None
     down = dataclasses.replace(services, engine=broken, session_factory=db.session_factory(broken),
-                               direct=broken_direct)
+                               direct=broken_direct,
+                               deliveries=DeliveryStore(broken, services.single_statements, broken_direct))
     client = await aiohttp_client(create_app(down))
     status, body, headers = await type(hr)(client, "hr", {"id": hr.id, "secret": hr.secret}).send(
         event("employee.terminated", email=user["email"]))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from service.bootstrap import Services
+from service.deliveries import Subject
 from tests.conftest import Api, Org
 from tests.service.test_webhook_support import (  # clean_jobs: an autouse fixture
     clean_jobs,  # noqa: F401
@@ -20,7 +21,7 @@ from tests.service.test_webhook_support import (  # clean_jobs: an autouse fixtu
     standard_headers,
 )
 from webhooks import payloads
-from webhooks.payloads import PayloadError, Subject
+from webhooks.payloads import PayloadError
 
 
 async def test_unknown_types_subjects_and_bad_bodies_are_4xx(api: Api, services: Services, org: Org) -> None:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from service import inbound
 from service.adapters import orm
 from service.bootstrap import Services
 from tests.conftest import Api, Org
@@ -157,7 +156,7 @@ async def test_a_rotated_secret_keeps_the_old_one_for_its_grace(api: Api, servic
     async with services.session_factory() as session, session.begin():
         await session.execute(sa.update(orm.integrations).where(orm.integrations.c.id == hr.id).values(
             previous_secret_expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-    inbound.integrations_seen.drop(hr.id)  # the grace has run out: a day later no receiver holds it cached
+    services.integrations_seen.drop(hr.id)  # the grace has run out: a day later no receiver holds it cached
     body = json.dumps(event("employee.suspended", email=user["email"])).encode()
     await expect_refused(hr, services, org, body, standard_headers(old, body), 401, "invalid_signature")
     assert (await hr.send(event("employee.suspended", email=user["email"]), secret=rotated["secret"]))[0] == 202

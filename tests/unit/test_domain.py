@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 
 from service.domain.errors import Conflict, InvalidRequest
-from service.domain.events import Change
+from service.domain.events import Change, SessionsEnded
 from service.domain.model import (
+    ActingBar,
     Admin,
     MfaEnrollment,
     Role,
@@ -138,3 +139,25 @@ def test_suspending_and_locking_end_sessions() -> None:
     target.activate()
     target.lock()
     assert target.auth_epoch == 2 and not target.can_sign_in()
+
+
+def test_suspend_and_lock_say_which_sessions_ended() -> None:
+    target = user()
+    assert target.suspend() == SessionsEnded("user", target.id)
+    assert target.lock() == SessionsEnded("user", target.id)
+    admin = Admin("org", "ops@example.com", Role.MANAGER)
+    assert admin.end_sessions() == SessionsEnded("admin", admin.id) and admin.auth_epoch == 1
+
+
+@pytest.mark.parametrize(("kw", "bar"), [
+    ({}, None),
+    ({"state": UserState.SUSPENDED, "account_locked": True}, ActingBar.SUSPENDED),
+    ({"state": UserState.STAGED}, ActingBar.NOT_ACTIVATED),
+    ({"account_locked": True, "password_hash": None}, ActingBar.LOCKED),
+    ({"password_expires_at": now() - timedelta(days=1)}, ActingBar.PASSWORD_EXPIRED),
+    ({"password_hash": None}, ActingBar.NO_PASSWORD),
+])
+def test_the_first_bar_to_acting_decides(kw: dict[str, object], bar: ActingBar | None) -> None:
+    target = user(**kw)
+    assert target.acting_bar() == bar
+    assert target.can_sign_in() == (bar is None)

@@ -9,8 +9,8 @@ from aiohttp import web
 from pydantic import ValidationError
 from scim2_models import Error, SCIMException
 
-from service.api.errors import ApiError
 from service.domain.errors import DomainError
+from service.http.errors import ApiError
 from service.provisioning import VersionMismatch
 
 CONTENT_TYPE = "application/scim+json"

@@ -30,7 +30,7 @@ from scim2_models.path import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.api.inputs import unstorable_text
+from service.http.inputs import unstorable_text
 
 Clause = ColumnElement[bool]
 MAX_FILTER_LENGTH = 4000

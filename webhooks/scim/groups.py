@@ -8,8 +8,8 @@ from aiohttp import web
 from scim2_models import Context, Group, PatchOp, ResponseParameters
 
 from service import policy
-from service.api.context import services_of
 from service.domain import commands as c
+from service.http.context import services_of
 from service.policy import Action
 from webhooks.scim.directory import Directory
 from webhooks.scim.errors import ScimError, scim_json

@@ -18,10 +18,10 @@ from scim2_models import SCIMException
 
 from service.adapters import orm
 from service.adapters.crypto import token_hash
-from service.api.context import services_of
-from service.api.inputs import UNSTORABLE, strict_json, unstorable_text
 from service.domain.commands import Actor, Command
 from service.domain.errors import DomainError
+from service.http.context import services_of
+from service.http.inputs import UNSTORABLE, strict_json, unstorable_text
 from service.logging import log_error, route_of
 from service.provisioning import VersionMismatch
 from webhooks.scim import errors

@@ -14,7 +14,7 @@ from aiohttp import web
 from scim2_models import Group, InvalidFilterException
 
 from service import policy
-from service.api.context import services_of
+from service.http.context import services_of
 from service.policy import Action
 from webhooks.scim.directory import GROUP_ATTRIBUTES, USER_ATTRIBUTES, Directory, ListQuery
 from webhooks.scim.errors import scim_json

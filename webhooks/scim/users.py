@@ -8,10 +8,10 @@ from aiohttp import web
 from scim2_models import Context, PatchOp, ResponseParameters
 
 from service import policy
-from service.api.context import services_of
 from service.domain import commands as c
 from service.domain.errors import DomainError
-from service.handlers import validate_password
+from service.handlers.common import validate_password
+from service.http.context import services_of
 from service.policy import Action
 from webhooks.scim import quirks
 from webhooks.scim.directory import Directory

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from service.api import ops_pages
-from service.api.errors import error_body
-from service.api.inputs import unstorable_text
 from service.api.ops import html
+from service.http.errors import error_body
+from service.http.inputs import unstorable_text
 from webhooks.scim import errors as scim_errors
 
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from service.api.errors import bad_request
+from service.http.errors import bad_request
 
 E = TypeVar("E", bound=enum.Enum)
 MAX_BODY = 1 << 20
