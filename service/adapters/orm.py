@@ -327,6 +327,10 @@ sa.Index("ix_insights_org_target_admin_time", insights_events.c.organization_id,
 # Ops: jobs of one status, oldest first, and those finished in the last minutes.
 sa.Index("ix_jobs_org_status_created", jobs.c.organization_id, jobs.c.status, jobs.c.created_at)
 sa.Index("ix_jobs_org_status_finished", jobs.c.organization_id, jobs.c.status, jobs.c.finished_at)
+# Webhook drains: an integration's waiting rows in claim order (migration 0006; PostgreSQL only).
+sa.Index("ix_jobs_webhooks_waiting", jobs.c.organization_id, sa.text("(args ->> 'integration_id')"),
+         jobs.c.created_at, jobs.c.id,
+         postgresql_where=sa.text("status = 'queued' AND function = 'apply_webhook'")).ddl_if(dialect="postgresql")
 
 
 # SCIM: the attributes a provider writes that adminlink keeps for it without acting on them
