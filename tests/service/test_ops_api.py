@@ -127,7 +127,9 @@ async def test_retry_of_a_dead_job_runs_it_again(api: Api, client: TestClient, s
     waited = (await api.ok("GET", f"{OPS}/jobs/{job_id}"))["time_in_queue_seconds"]
     assert 0 <= waited < 60, waited  # counted from the retry, not from the job's creation an hour ago
     await asyncio.sleep(0.1)
-    assert [m.rcpt_tos for m in mailbox.messages] == [[email]]
+    # The worker's reconciler may also hand over mail that earlier tests left pending in the
+    # shared database; this job's own message is sent once.
+    assert [m.rcpt_tos for m in mailbox.messages if email in m.rcpt_tos] == [[email]]
 
     [record] = await insights_of(services, org.id, "job_retry")
     assert record["success"] is True and record["resource"] == {"id": job_id, "type": "job"}
