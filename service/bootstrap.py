@@ -30,7 +30,7 @@ def handler_table() -> HandlerTable:
     """Every command's handler, feature by feature."""
     return {**users.HANDLERS, **mfa.HANDLERS, **keys.HANDLERS, **admins.HANDLERS, **organizations.HANDLERS,
             **integrations.HANDLERS, **provisioning.HANDLERS,
-            **ops_handlers.HANDLERS}  # type: ignore[dict-item]  # the job handlers take the SQLAlchemy unit of work
+            **ops_handlers.HANDLERS}
 
 
 HANDLERS = handler_table()

@@ -18,6 +18,7 @@ from typing import Any, Protocol, Self
 from service.domain.commands import Actor
 from service.domain.events import Event
 from service.domain.model import Admin, Organization, User
+from service.ops.repository import JobRepository
 
 
 class Sealer(Protocol):
@@ -257,6 +258,9 @@ class UnitOfWork(Protocol):
 
     @property
     def outbox(self) -> OutboxRepository: ...
+
+    @property
+    def jobs(self) -> JobRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

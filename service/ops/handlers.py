@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.adapters.unit_of_work import UnitOfWork
 from service.domain.commands import Command
 from service.domain.errors import Conflict, NotFound
 from service.domain.events import Change, Recorded, Resource
@@ -17,6 +16,7 @@ from service.handlers import authorize
 from service.ops.commands import AbortJob, RetryJob
 from service.ops.views import load_job
 from service.policy import Action
+from service.unit_of_work import UnitOfWork
 
 
 @dataclass(frozen=True)
