@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import fakeredis
 from arq.connections import ArqRedis
@@ -16,6 +19,7 @@ from service.adapters.jobs import JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
 from service.adapters.queue import Queue, embedded_pool, redis_pool
+from service.adapters.scim_directory import Directory, scim_integration
 from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
 from service.adapters.webhook_intake import DeliveryStore, IntegrationCache
@@ -56,6 +60,15 @@ class Services:
 
     def uow(self, actor: Actor) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.queue, self.sessions, self.box, actor)
+
+    @asynccontextmanager
+    async def scim_directory(self, org_id: str) -> AsyncIterator[Directory]:
+        """What SCIM reads of one organization's users and groups, on a session of its own."""
+        async with self.session_factory() as session:
+            yield Directory(session, org_id)
+
+    async def scim_integration(self, token_digest: str) -> Any | None:
+        return await scim_integration(self.session_factory, token_digest)
 
     @property
     def bus(self) -> MessageBus:

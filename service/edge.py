@@ -1,8 +1,8 @@
 """The first check every request meets, before authentication and routing: input no database or
 hash can take is refused here, in the error format of the route family it was sent to.
 
-What the check refuses is ``inputs.unstorable_text``: a NUL character (PostgreSQL text cannot hold
-one) or text that is not UTF-8. aiohttp decodes header bytes that are not UTF-8 into lone
+What the check refuses is ``service.domain.text.unstorable_text``: a NUL character (PostgreSQL
+text cannot hold one) or text that is not UTF-8. aiohttp decodes header bytes that are not UTF-8 into lone
 surrogates (``\\xff`` arrives as ``\\udcff``), which fail later wherever the value is encoded: the
 hash of an API key, a bearer token or a session cookie, an ``Idempotency-Key`` row, a log line.
 The path and the query string are checked here too. The body and values decoded later (JSON
@@ -18,8 +18,8 @@ from aiohttp import web
 
 from service.api import ops_pages
 from service.api.ops import html
+from service.domain.text import unstorable_text
 from service.http.errors import error_body
-from service.http.inputs import unstorable_text
 from webhooks.scim import errors as scim_errors
 
 

@@ -10,8 +10,6 @@ request back, as RFC 7644 §3.5.2 requires of a PATCH.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +20,7 @@ from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.domain.events import Change, Recorded, Resource
 from service.domain.model import User, UserState, now
+from service.domain.versions import group_version, user_version
 from service.handlers import common, users
 from service.policy import Action
 from service.unit_of_work import UnitOfWork
@@ -39,25 +38,6 @@ class VersionMismatch(Conflict):
 
 
 # --- versions (ETags) ------------------------------------------------------------------------
-
-
-def _digest(document: object) -> str:
-    text = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
-    return 'W/"' + hashlib.sha256(text.encode()).hexdigest()[:24] + '"'
-
-
-def user_version(user: User, profile: Any, groups: list[tuple[str, str]]) -> str:
-    """A digest of everything the SCIM representation of the user shows, whichever path changed
-    it (SCIM, management API, sign-in lockouts do not show and do not count)."""
-    return _digest([
-        user.username, user.email, user.firstname, user.lastname, user.state.value, user.external_id,
-        getattr(profile, "display_name", None), getattr(profile, "email_type", None),
-        getattr(profile, "attributes", None), sorted(groups),
-    ])
-
-
-def group_version(group: Any, member_ids: list[str]) -> str:
-    return _digest([group.display_name, group.external_id, sorted(member_ids)])
 
 
 def _check_version(expected: str | None, current: str) -> None:

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.deliveries import SUBJECT_KEYS, Delivery, Event, Subject
-from service.http.inputs import UNSTORABLE, strict_json, unstorable_text
+from service.domain.text import unstorable_text
+from service.http.inputs import UNSTORABLE, strict_json
 
 HR_TYPES = frozenset({
     "employee.terminated", "employee.suspended", "employee.leave_started", "employee.returned",

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from service.domain.text import unstorable_text
 from service.http.errors import bad_request
 
 E = TypeVar("E", bound=enum.Enum)
@@ -41,27 +42,6 @@ def strict_json(raw: bytes) -> Any:
 
 def _not_a_number(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
-
-
-def unstorable_text(value: Any) -> bool:
-    """Whether a JSON document holds a string no database can store: a NUL character (PostgreSQL
-    text cannot hold one) or an unpaired surrogate (not encodable as UTF-8). No identity, email or
-    query needs either."""
-    if isinstance(value, str):
-        return "\x00" in value or (not value.isascii() and not _encodable(value))
-    if isinstance(value, dict):
-        return any(unstorable_text(k) or unstorable_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(unstorable_text(v) for v in value)
-    return False
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def string(data: dict[str, Any], name: str, *, required: bool = False, max_length: int = 320) -> str | None:

@@ -21,9 +21,9 @@ from aiohttp import web
 from service.adapters.crypto import constant_time_equal
 from service.api.auth import PORTAL_COOKIES
 from service.domain.errors import DomainError
+from service.domain.text import unstorable_text
 from service.http.context import services_of
 from service.http.errors import ApiError, status_for
-from service.http.inputs import unstorable_text
 from service.signin import known_devices
 from service.signin.errors import RateLimited, Unavailable
 from service.signin.flows import SignedIn

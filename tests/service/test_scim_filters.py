@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 
 from service.adapters import orm
+from service.adapters.scim_directory import USER_ATTRIBUTES, Directory, ListQuery
+from service.adapters.scim_filters import translate
 from service.bootstrap import Services
 from service.domain.model import Role, new_id, now
 from tests.conftest import Api
 from tests.service.test_scim_support import Scim, scim_integration
-from webhooks.scim.directory import USER_ATTRIBUTES, Directory, ListQuery
-from webhooks.scim.filters import translate
 
 
 async def names(scim: Scim, expression: str) -> list[str]:
@@ -124,6 +124,15 @@ async def test_unmapped_or_malformed_filters_answer_invalid_filter(
     assert body["scimType"] == "invalidFilter"
 
 
+@pytest.mark.parametrize("sort_by", ["active", "nickName", "urn:example:Other:userName"])
+async def test_a_sort_by_that_names_no_sortable_attribute_answers_invalid_value(
+        people: tuple[Scim, dict[str, Any]], sort_by: str) -> None:
+    scim, _ = people
+    status, body = await scim.call("GET", f"/Users?sortBy={quote(sort_by)}")
+    assert (status, body["scimType"]) == (400, "invalidValue"), body
+    assert body["detail"] == f"sortBy: {sort_by!r} is not an attribute adminlink can sort on"
+
+
 async def test_lookups_use_indexes(services: Services, api: Api) -> None:
     """userName, externalId and email lookups compile to queries the planner serves from an index."""
     scim = await scim_integration(api, Role.BILLING)
@@ -175,7 +184,7 @@ async def test_the_page_after_a_page_seeks_from_its_last_row(services: Services,
         await scim.create_user(f"seek-{n}")
     org_id = scim.integration["id"]  # any id: only the organization of the integration matters below
     async with services.session_factory() as session:
-        from webhooks.scim.directory import POSITIONS
+        from service.adapters.scim_directory import POSITIONS
 
         actor_org = (await session.execute(sa.text("SELECT organization_id FROM integrations WHERE id = :i"),
                                            {"i": org_id})).scalar_one()

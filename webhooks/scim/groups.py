@@ -8,14 +8,14 @@ from aiohttp import web
 from scim2_models import Context, Group, PatchOp, ResponseParameters
 
 from service import policy
+from service.adapters.scim_directory import GroupRecord
 from service.domain import commands as c
 from service.http.context import services_of
 from service.policy import Action
-from webhooks.scim.directory import Directory
 from webhooks.scim.errors import ScimError, scim_json
 from webhooks.scim.http import Caller, apply_patch, base_url, check_if_match, json_body, not_modified, resource_id
 from webhooks.scim.listing import list_body, response_parameters, search_request
-from webhooks.scim.resources import GroupRecord, dump, group_resource, members_of
+from webhooks.scim.resources import dump, group_resource, members_of
 from webhooks.scim.schema import POLICY
 
 
@@ -29,8 +29,8 @@ def _wants_members(parameters: ResponseParameters) -> bool:
 
 
 async def _record(request: web.Request, caller: Caller, group_id: str, with_members: bool = True) -> GroupRecord:
-    async with services_of(request).session_factory() as session:
-        record = await Directory(session, caller.actor.organization_id).group(group_id, with_members)
+    async with services_of(request).scim_directory(caller.actor.organization_id) as directory:
+        record = await directory.group(group_id, with_members)
     if record is None:
         raise ScimError(404, f"no group with id {group_id}")
     return record
@@ -62,9 +62,8 @@ def _external_id(value: object) -> str | None:
 async def list_groups(request: web.Request, caller: Caller, params: dict[str, Any]) -> web.Response:
     policy.authorize(Action.READ_USERS, caller.actor.role)
     query, parameters = search_request(params)
-    async with services_of(request).session_factory() as session:
-        total, records = await Directory(session, caller.actor.organization_id).groups(
-            query, _wants_members(parameters))
+    async with services_of(request).scim_directory(caller.actor.organization_id) as directory:
+        total, records = await directory.groups(query, _wants_members(parameters))
     base = base_url(request)
     return scim_json(list_body(Group, total, query, [group_resource(r, base) for r in records], parameters))
 

@@ -11,17 +11,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
 from scim2_models import SCIMException
 
-from service.adapters import orm
 from service.adapters.crypto import token_hash
+from service.adapters.scim_directory import SortRefused
+from service.adapters.scim_filters import FilterRefused
 from service.domain.commands import Actor, Command
 from service.domain.errors import DomainError
+from service.domain.text import unstorable_text
 from service.http.context import services_of
-from service.http.inputs import UNSTORABLE, strict_json, unstorable_text
+from service.http.inputs import UNSTORABLE, strict_json
 from service.logging import log_error, route_of
 from service.provisioning import VersionMismatch
 from webhooks.scim import errors
@@ -53,10 +54,7 @@ async def authenticate(request: web.Request) -> Caller:
     if scheme.lower() != "bearer" or not token:
         raise unauthorized("an Authorization: Bearer token of a SCIM integration is required")
     digest = token_hash(token)
-    table = orm.integrations
-    async with services_of(request).session_factory() as session:
-        row = (await session.execute(sa.select(table).where(
-            table.c.token_hash == digest, table.c.kind == "scim"))).one_or_none()
+    row = await services_of(request).scim_integration(digest)
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise unauthorized("the bearer token is unknown, rotated or deleted")
     actor = Actor(
@@ -84,6 +82,10 @@ def endpoint(handler: ScimHandler) -> Callable[[web.Request], Awaitable[web.Stre
             return errors.from_scim_error(error)
         except DomainError as error:
             return errors.from_domain(error)
+        except FilterRefused as refusal:
+            return errors.error_response(400, refusal.detail, "invalidFilter")
+        except SortRefused as refusal:
+            return errors.error_response(400, refusal.detail, "invalidValue")
         except SCIMException as exc:
             return errors.from_scim_exception(exc)
         except ValidationError as exc:

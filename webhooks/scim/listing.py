@@ -8,7 +8,7 @@ from typing import Any
 
 from scim2_models import Context, ListResponse, ResponseParameters, SearchRequest
 
-from webhooks.scim.directory import ListQuery
+from service.adapters.scim_directory import ListQuery
 from webhooks.scim.errors import ScimError
 from webhooks.scim.schema import DEFAULT_PAGE_SIZE, MAX_RESULTS
 

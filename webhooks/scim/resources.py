@@ -9,16 +9,16 @@ user's one email is the primary SCIM email: the entry marked primary, else the f
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import EmailStr, TypeAdapter, ValidationError
 from scim2_models import Context, Group, GroupMember, Meta, ResponseParameters
 
+from service.adapters.scim_directory import USER_SCHEMA, GroupRecord, UserRecord
 from service.domain.commands import ProvisionedProfile
 from service.domain.model import UserState, aware
 from webhooks.scim.errors import ScimError
-from webhooks.scim.schema import ENTERPRISE_SCHEMA, USER_SCHEMA, UserModel
+from webhooks.scim.schema import ENTERPRISE_SCHEMA, UserModel
 
 # Attributes that are adminlink's own columns (or read-only), never kept as provider attributes.
 OWN_ATTRIBUTES = frozenset({"schemas", "id", "meta", "externalId", "userName", "displayName", "active",
@@ -28,23 +28,6 @@ DEFAULT_EMAIL_TYPE = "work"
 EMAIL_VALUE = TypeAdapter(EmailStr)  # what scim2-models' emails.value is
 LIMITS = {"userName": 200, "name.givenName": 200, "name.familyName": 200, "emails.value": 320,
           "emails.type": 40, "displayName": 300, "externalId": 300}
-
-
-@dataclass(frozen=True)
-class UserRecord:
-    row: Any  # a users row
-    display_name: str | None
-    email_type: str | None
-    attributes: dict[str, Any]
-    groups: list[tuple[str, str]]
-    version: str
-
-
-@dataclass(frozen=True)
-class GroupRecord:
-    row: Any  # a groups row
-    member_ids: list[str]
-    version: str
 
 
 def _iso(moment: Any) -> str | None:

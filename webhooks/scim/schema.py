@@ -45,9 +45,7 @@ email_validator.SPECIAL_USE_DOMAIN_NAMES[:] = [
 
 UserModel = User[EnterpriseUser]
 GroupModel = Group
-USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 MAX_RESULTS = 1000
 DEFAULT_PAGE_SIZE = 100
 

@@ -11,28 +11,17 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
-from scim2_models import Group, InvalidFilterException
+from scim2_models import Group
 
 from service import policy
+from service.adapters.scim_directory import ListQuery
 from service.http.context import services_of
 from service.policy import Action
-from webhooks.scim.directory import GROUP_ATTRIBUTES, USER_ATTRIBUTES, Directory, ListQuery
 from webhooks.scim.errors import scim_json
-from webhooks.scim.filters import AttributeMap, Translator, parse
 from webhooks.scim.http import Caller, base_url, json_body
 from webhooks.scim.listing import list_body, search_request
 from webhooks.scim.resources import group_resource, user_resource
 from webhooks.scim.schema import UserModel
-
-
-def _applies(query: ListQuery, attributes: AttributeMap, dialect: str) -> InvalidFilterException | None:
-    if not query.filter:
-        return None
-    try:
-        Translator(attributes, dialect).where(parse(query.filter))
-    except InvalidFilterException as refusal:
-        return refusal
-    return None
 
 
 def _counting(query: ListQuery) -> ListQuery:
@@ -44,10 +33,9 @@ async def search_all(request: web.Request, caller: Caller) -> web.Response:
     query, parameters = search_request(await json_body(request))
     base = base_url(request)
     resources: list[Any] = []
-    async with services_of(request).session_factory() as session:
-        directory = Directory(session, caller.actor.organization_id)
-        on_users = _applies(query, USER_ATTRIBUTES, directory.dialect)
-        on_groups = _applies(query, GROUP_ATTRIBUTES, directory.dialect)
+    async with services_of(request).scim_directory(caller.actor.organization_id) as directory:
+        on_users = directory.refusal(query, "User")
+        on_groups = directory.refusal(query, "Group")
         if on_users is not None and on_groups is not None:
             raise on_users
         users_total = 0

@@ -8,25 +8,25 @@ from aiohttp import web
 from scim2_models import Context, PatchOp, ResponseParameters
 
 from service import policy
+from service.adapters.scim_directory import UserRecord
 from service.domain import commands as c
 from service.domain.errors import DomainError
 from service.handlers.common import validate_password
 from service.http.context import services_of
 from service.policy import Action
 from webhooks.scim import quirks
-from webhooks.scim.directory import Directory
 from webhooks.scim.errors import ScimError, scim_json
 from webhooks.scim.http import Caller, apply_patch, base_url, check_if_match, json_body, not_modified, resource_id
 from webhooks.scim.listing import list_body, response_parameters, search_request
-from webhooks.scim.resources import UserRecord, dump, profile_from_user, user_resource
+from webhooks.scim.resources import dump, profile_from_user, user_resource
 from webhooks.scim.schema import POLICY, UserModel
 
 # A PATCH computed from a state that another request changed meanwhile is computed again.
 
 
 async def _record(request: web.Request, caller: Caller, user_id: str) -> UserRecord:
-    async with services_of(request).session_factory() as session:
-        record = await Directory(session, caller.actor.organization_id).user(user_id)
+    async with services_of(request).scim_directory(caller.actor.organization_id) as directory:
+        record = await directory.user(user_id)
     if record is None:
         raise ScimError(404, f"no user with id {user_id}")
     return record
@@ -56,8 +56,8 @@ def _full_representation_password(password: str | None, email: str) -> str | Non
 async def list_users(request: web.Request, caller: Caller, params: dict[str, Any]) -> web.Response:
     policy.authorize(Action.READ_USERS, caller.actor.role)
     query, parameters = search_request(params)
-    async with services_of(request).session_factory() as session:
-        total, records = await Directory(session, caller.actor.organization_id).users(query)
+    async with services_of(request).scim_directory(caller.actor.organization_id) as directory:
+        total, records = await directory.users(query)
     base = base_url(request)
     resources = [user_resource(r, base) for r in records]
     return scim_json(list_body(UserModel, total, query, resources, parameters))

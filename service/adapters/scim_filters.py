@@ -2,9 +2,10 @@
 
 scim2-models parses the filter; this module walks its tree into one SQLAlchemy expression over
 the columns an attribute map names, so the database does the filtering and the indexes serve
-it. Nothing is evaluated in memory. An attribute without a mapping is refused with
-``invalidFilter``, never dropped. Every comparison is two-valued (an absent attribute matches
-nothing but ``ne`` and ``not``), so ``not`` means what it says.
+it. Nothing is evaluated in memory. An attribute without a mapping is refused, never dropped:
+``FilterRefused`` says why, and the SCIM layer answers it as ``invalidFilter``. Every comparison
+is two-valued (an absent attribute matches nothing but ``ne`` and ``not``), so ``not`` means
+what it says.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from scim2_models import InvalidFilterException, ScimFilter
+from scim2_models import ScimFilter
 from scim2_models.path import (
     AttrPath,
     CompareOperator,
@@ -30,7 +31,7 @@ from scim2_models.path import (
 )
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.http.inputs import unstorable_text
+from service.domain.text import unstorable_text
 
 Clause = ColumnElement[bool]
 MAX_FILTER_LENGTH = 4000
@@ -38,8 +39,16 @@ ORDERING = {CompareOperator.gt, CompareOperator.ge, CompareOperator.lt, CompareO
 SUBSTRING = {CompareOperator.co, CompareOperator.sw, CompareOperator.ew}
 
 
-def invalid(detail: str) -> InvalidFilterException:
-    return InvalidFilterException(detail=detail)
+class FilterRefused(Exception):
+    """A filter adminlink cannot apply: it does not parse, or names what cannot be filtered on."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def invalid(detail: str) -> FilterRefused:
+    return FilterRefused(detail)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ Paging is by a fixed order (the sort key, then the id). A provider reads a direc
 page; the position where a page ended is remembered, so the next page seeks from there through
 the index instead of counting rows from the start: deep pages cost what the first one does, and
 each request holds one page in memory.
+
+A filter or a sortBy adminlink cannot apply raises ``FilterRefused`` or ``SortRefused``; the SCIM
+layer answers them (``invalidFilter``, ``invalidValue``).
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
+from scim2_models.path import Present
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.adapters import orm
 from service.adapters.repository import Groups
+from service.adapters.scim_filters import AttributeMap, Clause, FilterRefused, MultiValued, Scalar, Translator, parse
 from service.domain.model import UserState
-from service.provisioning import group_version, user_version
-from webhooks.scim.errors import ScimError
-from webhooks.scim.filters import AttributeMap, Clause, MultiValued, Scalar, Translator, parse
-from webhooks.scim.resources import GroupRecord, UserRecord
-from webhooks.scim.schema import GROUP_SCHEMA, USER_SCHEMA
+from service.domain.versions import group_version, user_version
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"  # RFC 7643 §8.7.1
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 users, profiles, groups, members = orm.users, orm.scim_user_profiles, orm.groups, orm.group_members
 _member_of = orm.group_members.alias("member_of")
@@ -83,6 +87,34 @@ GROUP_ATTRIBUTES = AttributeMap(
 )
 
 
+ATTRIBUTES = {"User": USER_ATTRIBUTES, "Group": GROUP_ATTRIBUTES}
+
+
+class SortRefused(Exception):
+    """A sortBy that names no attribute adminlink can sort on."""
+
+    def __init__(self, sort_by: str) -> None:
+        self.detail = f"sortBy: {sort_by!r} is not an attribute adminlink can sort on"
+        super().__init__(self.detail)
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    row: Any  # a users row
+    display_name: str | None
+    email_type: str | None
+    attributes: dict[str, Any]
+    groups: list[tuple[str, str]]
+    version: str
+
+
+@dataclass(frozen=True)
+class GroupRecord:
+    row: Any  # a groups row
+    member_ids: list[str]
+    version: str
+
+
 @dataclass(frozen=True)
 class ListQuery:
     filter: str | None
@@ -120,6 +152,16 @@ class Directory:
         self.session = session
         self.org_id = org_id
         self.dialect = session.bind.dialect.name if session.bind is not None else "postgresql"
+
+    def refusal(self, query: ListQuery, resource: str) -> FilterRefused | None:
+        """Why the query's filter cannot apply to a resource type ("User", "Group"), if it cannot."""
+        if not query.filter:
+            return None
+        try:
+            Translator(ATTRIBUTES[resource], self.dialect).where(parse(query.filter))
+        except FilterRefused as refusal:
+            return refusal
+        return None
 
     # --- users -------------------------------------------------------------------------------
 
@@ -178,14 +220,14 @@ class Directory:
         if not sort_by:
             return table.c.created_at
         try:
-            translator = Translator(attributes, self.dialect)
             node = parse(f"{sort_by} pr")
-            scalar = translator.scalar(node.attr_path)  # type: ignore[attr-defined]
-        except Exception as exc:
-            raise ScimError(400, f"sortBy: {sort_by!r} is not an attribute adminlink can sort on",
-                            "invalidValue") from exc
+            if not isinstance(node, Present):  # SearchRequest lets only one attribute path through
+                raise SortRefused(sort_by)
+            scalar = Translator(attributes, self.dialect).scalar(node.attr_path)
+        except FilterRefused as exc:
+            raise SortRefused(sort_by) from exc
         if scalar.kind == "boolean":
-            raise ScimError(400, f"sortBy: {sort_by!r} is not an attribute adminlink can sort on", "invalidValue")
+            raise SortRefused(sort_by)
         return scalar.sort_key()
 
     async def _page(self, resource: str, select: sa.Select[Any], table: sa.Table, attributes: AttributeMap,
@@ -222,3 +264,11 @@ class _Profile:
     email_type: str | None
     attributes: dict[str, Any] | None
 
+
+
+async def scim_integration(session_factory: async_sessionmaker[AsyncSession], digest: str) -> Any | None:
+    """The SCIM integration whose bearer token hashes to ``digest`` (the unique index), if any."""
+    table = orm.integrations
+    query = sa.select(table).where(table.c.token_hash == digest, table.c.kind == "scim")
+    async with session_factory() as session:
+        return (await session.execute(query)).one_or_none()
