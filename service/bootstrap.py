@@ -15,13 +15,14 @@ from service import integrations, provisioning
 from service.adapters import db
 from service.adapters.crypto import SecretBox
 from service.adapters.direct import Direct, open_direct
-from service.adapters.jobs import JobStore, job_store
+from service.adapters.jobs import ClaimedJob, JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
 from service.adapters.queue import Queue, embedded_pool, redis_pool
 from service.adapters.scim_directory import Directory, scim_integration
 from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
+from service.adapters.webhook_batch import WebhookBatch
 from service.adapters.webhook_intake import DeliveryStore, IntegrationCache
 from service.config import Settings
 from service.domain.commands import Actor
@@ -60,6 +61,10 @@ class Services:
 
     def uow(self, actor: Actor) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.queue, self.sessions, self.box, actor)
+
+    def webhook_batch(self, jobs: list[ClaimedJob]) -> WebhookBatch:
+        """The unit of work that applies claimed webhook events in one transaction."""
+        return WebhookBatch(self.session_factory, self.queue, self.sessions, self.box, jobs)
 
     @asynccontextmanager
     async def scim_directory(self, org_id: str) -> AsyncIterator[Directory]:

@@ -384,7 +384,7 @@ async def apply_batch(services: Services, jobs: list[ClaimedJob]) -> dict[str, s
     transaction; each job's row ends with its outcome in the same commit. Answers the status each
     row ended in (a row another worker claimed since is left to it)."""
     started = time.perf_counter()
-    batch = WebhookBatch(services.session_factory, services.queue, services.sessions, services.box, jobs)
+    batch = services.webhook_batch(jobs)
     with in_batch(batch_id(jobs)):
         async with batch:
             if not batch.jobs:
