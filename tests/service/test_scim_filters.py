@@ -146,14 +146,14 @@ async def test_lookups_use_indexes(services: Services, api: Api) -> None:
              "external_id": f"ext-{n}"} for n in range(500)])
         await session.commit()
         await session.execute(sa.text("ANALYZE"))
-        directory = Directory(session, org_id)
+        reader = Directory(session, org_id)
         for expression, index in (('userName eq "x"', "uq_users_org_username"),
                                   ('externalId eq "x"', "ix_users_org_external_id"),
                                   ('emails.value eq "x@example.com"', "uq_users_org_email")):
-            where = translate(expression, USER_ATTRIBUTES, directory.dialect)
-            query = directory._user_select().where(*directory._visible_users(), where)
+            where = translate(expression, USER_ATTRIBUTES, reader.dialect)
+            query = reader._user_select().where(*reader._visible_users(), where)
             compiled = query.compile(session.bind, compile_kwargs={"literal_binds": True})
-            if directory.dialect == "sqlite":
+            if reader.dialect == "sqlite":
                 plan = " ".join(str(r) for r in (await session.execute(sa.text(f"EXPLAIN QUERY PLAN {compiled}"))))
             else:
                 await session.execute(sa.text("SET LOCAL enable_seqscan = off"))
