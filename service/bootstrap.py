@@ -16,6 +16,7 @@ from service.adapters.jobs import JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
 from service.adapters.queue import Queue, embedded_pool, redis_pool
+from service.adapters.read_only import ReadOnlyUnitOfWork
 from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
 from service.adapters.webhook_intake import DeliveryStore, IntegrationCache
@@ -56,6 +57,10 @@ class Services:
 
     def uow(self, actor: Actor) -> UnitOfWork:
         return UnitOfWork(self.session_factory, self.queue, self.sessions, self.box, actor)
+
+    def read_only(self) -> ReadOnlyUnitOfWork:
+        """Reads outside any command (sign-in, pages): nothing to commit, no actor."""
+        return ReadOnlyUnitOfWork(self.session_factory)
 
     @property
     def bus(self) -> MessageBus:
