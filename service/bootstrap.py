@@ -19,6 +19,7 @@ from service.adapters.jobs import ClaimedJob, JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
 from service.adapters.queue import Queue, embedded_pool, redis_pool
+from service.adapters.read_only import ReadOnlyUnitOfWork
 from service.adapters.scim_directory import Directory, scim_integration
 from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
@@ -74,6 +75,10 @@ class Services:
 
     async def scim_integration(self, token_digest: str) -> Any | None:
         return await scim_integration(self.session_factory, token_digest)
+
+    def read_only(self) -> ReadOnlyUnitOfWork:
+        """Reads outside any command (sign-in, pages): nothing to commit, no actor."""
+        return ReadOnlyUnitOfWork(self.session_factory)
 
     @property
     def bus(self) -> MessageBus:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
+from service.adapters.errors import StoreConflict
 from service.domain.commands import Actor, Command
 from service.domain.errors import Conflict, DomainError
 from service.handlers.common import Handler
@@ -34,7 +33,7 @@ class MessageBus:
             if refusal.record is not None:
                 await self._record_refusal(command.actor, refusal)
             raise
-        except IntegrityError as exc:
+        except StoreConflict as exc:
             # A concurrent request took the same email, username or link first.
             raise Conflict("conflict", "a concurrent change collided with this one; retry") from exc
 

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.orm import Mapper
-
 from service.adapters.crypto import verify_password
 from service.domain import commands as c
 from service.domain.errors import Conflict, InvalidRequest, NotFound
@@ -43,21 +40,6 @@ class VersionMismatch(Conflict):
 def _check_version(expected: str | None, current: str) -> None:
     if expected is not None and expected != current:
         raise VersionMismatch()
-
-
-# --- meta.lastModified -----------------------------------------------------------------------
-
-_SHOWN_COLUMNS = ("username", "email", "firstname", "lastname", "state", "external_id")
-
-
-@sa.event.listens_for(Mapper, "before_update")
-def _touch_user(mapper: Any, connection: Any, target: Any) -> None:
-    """Moves ``users.updated_at`` (SCIM ``meta.lastModified``) when a shown column changes,
-    whichever entrypoint changed it."""
-    if isinstance(target, User):
-        state = sa.inspect(target)
-        if any(state.attrs[name].history.has_changes() for name in _SHOWN_COLUMNS):
-            target.updated_at = now()
 
 
 # --- users -----------------------------------------------------------------------------------

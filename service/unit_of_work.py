@@ -60,6 +60,13 @@ class UserRepository(Protocol):
         """Holds the user's write lock until commit, taken before reading it, so a version check
         and the change it guards cannot interleave with another writer."""
 
+    async def organizations_with_email(self, email: str, org_id: str | None) -> set[str]:
+        """The organizations (all, or only ``org_id``) with a user of this email: sign-in finds
+        who is meant before it knows the organization."""
+        ...
+
+    async def organizations_with_username(self, username: str, org_id: str | None) -> set[str]: ...
+
 
 class AdminRepository(Protocol):
     def add(self, admin: Admin) -> None: ...
@@ -80,6 +87,8 @@ class AdminRepository(Protocol):
 
     async def other_capable_billing_admins(self, org_id: str, excluding_admin_id: str, at: datetime, *,
                                            with_api_access: bool = False) -> int: ...
+
+    async def organizations_with_email(self, email: str, org_id: str | None) -> set[str]: ...
 
 
 class FactorRepository(Protocol):
@@ -120,11 +129,21 @@ class WebauthnCredentialRepository(Protocol):
 
     async def delete(self, org_id: str, user_id: str, row_id: str) -> bool: ...
 
+    async def all_of_user(self, org_id: str, user_id: str, attachment: str | None = None) -> list[Any]: ...
+
+    async def owner(self, credential_id: str, attachment: str) -> tuple[str, str] | None:
+        """The organization and user of a credential, in any organization: its id names them (Go)."""
+        ...
+
 
 class PushDeviceRepository(Protocol):
     async def add(self, org_id: str, user_id: str, name: str, algorithm: str, public_key: str) -> str: ...
 
     async def delete(self, org_id: str, user_id: str, row_id: str) -> bool: ...
+
+    async def get(self, org_id: str, device_id: str, user_id: str | None = None) -> Any | None: ...
+
+    async def all_of_user(self, org_id: str, user_id: str) -> list[Any]: ...
 
 
 class DuoEnrollmentRepository(Protocol):
@@ -279,3 +298,34 @@ class UnitOfWork(Protocol):
         constraints speak now), without committing."""
 
     async def commit(self) -> None: ...
+
+
+class ReadOnlyUnitOfWork(Protocol):
+    """Reads outside any command (who signs in, their factors and credentials, what a page
+    shows): one short transaction and nothing to commit; what it loaded stays readable after."""
+
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def admins(self) -> AdminRepository: ...
+
+    @property
+    def factors(self) -> FactorRepository: ...
+
+    @property
+    def webauthn(self) -> WebauthnCredentialRepository: ...
+
+    @property
+    def push_devices(self) -> PushDeviceRepository: ...
+
+    @property
+    def duo(self) -> DuoEnrollmentRepository: ...
+
+    @property
+    def duo_settings(self) -> DuoSettingsRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None: ...

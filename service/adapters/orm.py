@@ -7,6 +7,7 @@ Migrations (``service/adapters/migrations``) create exactly these tables on SQLi
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import registry
@@ -19,6 +20,7 @@ from service.domain.model import (
     Role,
     User,
     UserState,
+    now,
 )
 
 metadata = sa.MetaData(
@@ -381,6 +383,18 @@ webhook_event_outcomes = sa.Table(
 )
 
 
+# The user's columns that SCIM shows (``provisioning.user_version`` digests them too).
+_SHOWN_COLUMNS = ("username", "email", "firstname", "lastname", "state", "external_id")
+
+
+def _touch_user(mapper: Any, connection: Any, target: User) -> None:
+    """Moves ``users.updated_at`` (SCIM ``meta.lastModified``) when a shown column changes,
+    whichever entrypoint changed it."""
+    state = sa.inspect(target)
+    if any(state.attrs[name].history.has_changes() for name in _SHOWN_COLUMNS):
+        target.updated_at = now()
+
+
 def start_mappers() -> None:
     """Map the domain classes onto their tables (once per process)."""
     if mapper_registry.mappers:
@@ -388,3 +402,4 @@ def start_mappers() -> None:
     mapper_registry.map_imperatively(Organization, organizations)
     mapper_registry.map_imperatively(User, users)
     mapper_registry.map_imperatively(Admin, admins)
+    sa.event.listen(User, "before_update", _touch_user)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
+from service.adapters.errors import conflicts_translated
 from service.adapters.mfa import totp
 from service.domain.model import Admin, Organization, Role, User, UserState, new_id, normalise_email, now
 
@@ -199,7 +200,8 @@ class _Rows:
         values.setdefault("id", new_id())
         if "created_at" in self.table.c:
             values.setdefault("created_at", now())
-        await self.session.execute(sa.insert(self.table).values(**values))
+        with conflicts_translated():  # a unique value already stored: a concurrent request's, often
+            await self.session.execute(sa.insert(self.table).values(**values))
         return str(values["id"])
 
     async def _find(self, org_id: str, **where: Any) -> list[sa.Row[Any]]:

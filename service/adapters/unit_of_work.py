@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import insights, notifications
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
+from service.adapters.errors import conflicts_translated, raise_conflict_of
 from service.adapters.jobs import JobRows
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT, Queue
 from service.adapters.repository import (
@@ -89,9 +90,11 @@ class UnitOfWork:
     ) -> None:
         # close() rolls back whatever was not committed and leaves loaded objects readable.
         await self.session.close()
+        raise_conflict_of(exc)  # a collision met anywhere in the unit of work (an autoflush, an insert)
 
     async def flush(self) -> None:
-        await self.session.flush()
+        with conflicts_translated():
+            await self.session.flush()
 
     def collect(self, *events: Event) -> None:
         self.events.extend(events)
@@ -99,7 +102,8 @@ class UnitOfWork:
     async def commit(self) -> None:
         events = self.events
         await self._write_events()
-        await self.session.commit()
+        with conflicts_translated():
+            await self.session.commit()
         self.events = []
         await self._enqueue_committed_jobs()
         await self._delete_session_keys([e for e in events if isinstance(e, SessionsEnded)])

@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransa
 
 from service.adapters import orm
 from service.adapters.crypto import SecretBox
+from service.adapters.errors import raise_conflict_of
 from service.adapters.jobs import ClaimedJob
 from service.adapters.queue import REDIS_ANSWER_TIMEOUT, Queue
 from service.adapters.repository import Users
@@ -261,7 +262,7 @@ class EventUnitOfWork(UnitOfWork):
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        pass  # the session is the batch's
+        raise_conflict_of(exc)  # the session is the batch's: it stays open
 
     async def add_job(self, function: str, args: dict[str, str], idempotency_key: str | None = None) -> str:
         row = self.job_row(function, args, idempotency_key)

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from service.adapters.mfa import push as keys
-from service.adapters.repository import PushDevices, Users
 from service.domain.errors import Conflict, InvalidRequest, NotFound
 from service.signin import records
 from service.signin.errors import Unauthorized
@@ -39,8 +38,8 @@ async def enroll(signin: Signin, enrollment_token: str, name: str, algorithm: st
     if await signin.pending.take("push", enrollment_token) is None:  # used by a concurrent request
         raise Unauthorized("invalid_enrollment_token", "this enrollment token is unknown, used or expired")
     org_id, user_id = pending["organization_id"], pending["user_id"]
-    async with signin.services.session_factory() as db:
-        user = await Users(db).get(org_id, user_id)
+    async with signin.services.read_only() as reads:
+        user = await reads.users.get(org_id, user_id)
     if user is None:
         raise Unauthorized("invalid_enrollment_token", "this enrollment token is unknown, used or expired")
     actor = records.actor_for(org_id, USER_PORTAL, client, user=user, admin=None, auth_method="push_device")
@@ -53,8 +52,8 @@ async def enroll(signin: Signin, enrollment_token: str, name: str, algorithm: st
 
 
 async def _device(signin: Signin, org_id: str, device_id: str, user_id: str | None = None) -> Any:
-    async with signin.services.session_factory() as db:
-        return await PushDevices(db).get(org_id, device_id, user_id)
+    async with signin.services.read_only() as reads:
+        return await reads.push_devices.get(org_id, device_id, user_id)
 
 
 async def inbox(signin: Signin, org_id: str, device_id: str, timestamp: int,

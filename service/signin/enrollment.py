@@ -13,11 +13,9 @@ import json
 import secrets
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
+from service.adapters.errors import StoreConflict
 from service.adapters.mfa import totp
 from service.adapters.mfa import webauthn as wa
-from service.adapters.repository import DuoEnrollments, PushDevices, WebauthnCredentials, enrolled_factors
 from service.adapters.sessions import Session
 from service.domain.errors import Conflict, Forbidden, InvalidRequest
 from service.domain.model import User
@@ -48,8 +46,8 @@ class Enrollment:
         self.services = signin.services
 
     async def _guard(self, session: Session, user: User) -> list[str]:
-        async with self.services.session_factory() as db:
-            factors = await enrolled_factors(db, user.organization_id, user.id)
+        async with self.services.read_only() as reads:
+            factors = await reads.factors.enrolled(user.organization_id, user.id)
         if factors and session.factor in (None, "password"):
             raise Forbidden("mfa_session_required",
                             "sign in with one of your MFA factors before adding another")
@@ -60,11 +58,11 @@ class Enrollment:
 
     async def overview(self, user: User) -> dict[str, Any]:
         org, uid = user.organization_id, user.id
-        async with self.services.session_factory() as db:
-            factors = await enrolled_factors(db, org, uid)
-            keys = await WebauthnCredentials(db).all_of_user(org, uid)
-            devices = await PushDevices(db).all_of_user(org, uid)
-            duo = await DuoEnrollments(db).username(org, uid)
+        async with self.services.read_only() as reads:
+            factors = await reads.factors.enrolled(org, uid)
+            keys = await reads.webauthn.all_of_user(org, uid)
+            devices = await reads.push_devices.all_of_user(org, uid)
+            duo = await reads.duo.username(org, uid)
         return {
             "factors": factors,
             "webauthn": [{"id": k.id, "type": "webauthn_device" if k.attachment == wa.PLATFORM else "security_key",
@@ -83,8 +81,8 @@ class Enrollment:
         TOTP is confirmed yet. A confirmed TOTP satisfies it; a reset asks for it anew."""
         if not user.mfa_required:
             return False
-        async with self.services.session_factory() as db:
-            return "totp" not in await enrolled_factors(db, user.organization_id, user.id)
+        async with self.services.read_only() as reads:
+            return "totp" not in await reads.factors.enrolled(user.organization_id, user.id)
 
     async def totp_start(self, token: str, session: Session, user: User) -> dict[str, str]:
         """A new secret, shown once; it counts only once a code from it is confirmed."""
@@ -109,7 +107,7 @@ class Enrollment:
                 # The confirming code is spent: it cannot also sign in.
                 await uow.totp.add(user.organization_id, user.id, pending["secret"], step)
                 await uow.flush()
-            except IntegrityError as exc:
+            except StoreConflict as exc:
                 raise Conflict("totp_already_enrolled", "TOTP is already enrolled") from exc
             uow.collect(records.user_change(user, "totp"))
             await uow.commit()
@@ -123,9 +121,9 @@ class Enrollment:
         if attachment is None:
             raise InvalidRequest("invalid_field", "type must be webauthn_device or security_key")
         await self._guard(session, user)
-        async with self.services.session_factory() as db:
+        async with self.services.read_only() as reads:
             existing = [row.credential_id
-                        for row in await WebauthnCredentials(db).all_of_user(user.organization_id, user.id)]
+                        for row in await reads.webauthn.all_of_user(user.organization_id, user.id)]
         display = " ".join(p for p in (user.firstname, user.lastname) if p) or user.username
         options, challenge = wa.registration_options(
             self.signin.rp, user_handle=user.id.encode(), user_name=user.email, display_name=display,
@@ -154,7 +152,7 @@ class Enrollment:
                     user.organization_id, user.id, credential_id=new.credential_id,
                     public_key=new.public_key, sign_count=new.sign_count, transports=new.transports,
                     aaguid=new.aaguid, attachment=new.attachment, name=name or factor.replace("_", " "))
-            except IntegrityError as exc:  # registered by a concurrent request meanwhile
+            except StoreConflict as exc:  # registered by a concurrent request meanwhile
                 raise Conflict("credential_already_registered", "this authenticator is already registered") from exc
             uow.collect(records.user_change(user, "webauthn_credential", row_id))
             await uow.commit()
@@ -183,7 +181,7 @@ class Enrollment:
             try:
                 await uow.duo.add(user.organization_id, user.id, duo_username.strip())
                 await uow.flush()
-            except IntegrityError as exc:
+            except StoreConflict as exc:
                 raise Conflict("duo_already_enrolled", "Duo is already enrolled") from exc
             uow.collect(records.user_change(user, "duo", duo_username.strip()))
             await uow.commit()

@@ -21,19 +21,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from service.adapters.crypto import token_hash, verify_password
 from service.adapters.mfa import webauthn as wa
 from service.adapters.mfa.duo import DuoGateway, DuoUnavailable
-from service.adapters.repository import (
-    Admins,
-    DuoEnrollments,
-    DuoSettings,
-    Users,
-    WebauthnCredentials,
-    enrolled_factors,
-)
 from service.adapters.sessions import Session
 from service.bootstrap import Services
 from service.config import Settings
@@ -64,7 +54,7 @@ from service.signin.records import ADMIN_PORTAL, USER_PORTAL, ClientInfo
 from service.signin.smart_lockout import Lane, SmartLockout
 from service.signin.throttle import Throttle, account_key, user_key
 from service.signin.verify import Outcome
-from service.unit_of_work import UnitOfWork
+from service.unit_of_work import ReadOnlyUnitOfWork, UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -134,8 +124,8 @@ class Signin:
                             client: ClientInfo) -> MfaRequired | SignedIn:
         """``identifier``: the username or the email typed (``lookup.resolve``)."""
         await self.throttle.hit(ip=client.ip, account=None)
-        async with self.services.session_factory() as session:
-            who = await lookup.resolve(session, portal, identifier, org_id)
+        async with self.services.read_only() as reads:
+            who = await lookup.resolve(reads, portal, identifier, org_id)
         # The account's limit and lanes are keyed by the identity found, so its username and its
         # email (with or without the organization) share one budget; what matches nothing is keyed
         # by what was typed, an unfamiliar lane like any other, so the block tells nothing.
@@ -181,10 +171,10 @@ class Signin:
             assert who.admin is not None
             return ["totp"] if who.admin.totp_secret else []
         assert who.user is not None
-        async with self.services.session_factory() as session:
-            factors = await enrolled_factors(session, who.organization_id, who.user.id)
+        async with self.services.read_only() as reads:
+            factors = await reads.factors.enrolled(who.organization_id, who.user.id)
             if "duo" in factors and await duo_settings.application(
-                    DuoSettings(session), self.services.box, who.organization_id) is None:
+                    reads.duo_settings, self.services.box, who.organization_id) is None:
                 factors.remove("duo")  # enrolled, but the organization has no Duo application now
         return factors
 
@@ -275,8 +265,8 @@ class Signin:
         if factor in challenge.factors:
             return
         if factor == GO and challenge.portal == ADMIN_PORTAL:
-            async with self.services.session_factory() as session:
-                who = await self._identities(session, challenge)
+            async with self.services.read_only() as reads:
+                who = await self._identities(reads, challenge)
             await self._record(who, challenge.portal, client, GO, success=False, error_code="go_not_allowed")
             raise go_not_allowed()
         offered = ", ".join(challenge.factors)
@@ -303,9 +293,9 @@ class Signin:
 
     async def _start_webauthn(self, key: str, challenge: Challenge, factor: str) -> dict[str, Any]:
         assert challenge.user_id is not None
-        async with self.services.session_factory() as session:
-            rows = await WebauthnCredentials(session).all_of_user(challenge.organization_id, challenge.user_id,
-                                                                  verify.attachment_for(factor))
+        async with self.services.read_only() as reads:
+            rows = await reads.webauthn.all_of_user(challenge.organization_id, challenge.user_id,
+                                                    verify.attachment_for(factor))
         options, raw = wa.authentication_options(self.rp, [(r.credential_id, r.transports or []) for r in rows])
         challenge.started_factor, challenge.webauthn_challenge = factor, wa.encode_challenge(raw)
         await self.challenges.save(key, challenge)
@@ -321,9 +311,9 @@ class Signin:
 
     async def _start_duo(self, key: str, challenge: Challenge) -> dict[str, Any]:
         assert challenge.user_id is not None
-        async with self.services.session_factory() as session:
-            app = await duo_settings.application(DuoSettings(session), self.services.box, challenge.organization_id)
-            username = await DuoEnrollments(session).username(challenge.organization_id, challenge.user_id)
+        async with self.services.read_only() as reads:
+            app = await duo_settings.application(reads.duo_settings, self.services.box, challenge.organization_id)
+            username = await reads.duo.username(challenge.organization_id, challenge.user_id)
         if app is None or username is None:
             raise Conflict("duo_not_configured", "Duo is not configured for this organization")
         try:
@@ -415,10 +405,10 @@ class Signin:
         else:
             await self.challenges.save(key, challenge)
 
-    async def _identities(self, session: AsyncSession, challenge: Challenge) -> Who:
+    async def _identities(self, reads: ReadOnlyUnitOfWork, challenge: Challenge) -> Who:
         org = challenge.organization_id
-        user = await Users(session).get(org, challenge.user_id) if challenge.user_id else None
-        admin = await Admins(session).get(org, challenge.admin_id) if challenge.admin_id else None
+        user = await reads.users.get(org, challenge.user_id) if challenge.user_id else None
+        admin = await reads.admins.get(org, challenge.admin_id) if challenge.admin_id else None
         return Who(org, user, admin)
 
     async def _reload(self, uow: UnitOfWork, key: str, challenge: Challenge, client: ClientInfo,
@@ -470,8 +460,8 @@ class Signin:
         """A fresh factor is asked even though the user is signed in. Go is offered only when the
         user-portal session itself was signed in with Go (the seed's note on Go)."""
         await self.throttle.hit(ip=client.ip, account=user_key(user.organization_id, user.id))
-        async with self.services.session_factory() as db:
-            admin = await Admins(db).by_linked_user(user.organization_id, user.id)
+        async with self.services.read_only() as reads:
+            admin = await reads.admins.by_linked_user(user.organization_id, user.id)
         who = Who(user.organization_id, user, admin)
         await self._ensure_allowed(who, ADMIN_PORTAL, client, None)
         factors = await self._factors(who, ADMIN_PORTAL)
@@ -542,5 +532,5 @@ class Signin:
         credential_id = wa.credential_id_of(credential)
         if credential_id is None:
             return None
-        async with self.services.session_factory() as session:
-            return await WebauthnCredentials(session).owner(credential_id, wa.PLATFORM)
+        async with self.services.read_only() as reads:
+            return await reads.webauthn.owner(credential_id, wa.PLATFORM)

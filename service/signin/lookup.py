@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from service.adapters.repository import Admins, Users
 from service.domain.model import Admin, User, normalise_email
 from service.signin.records import ADMIN_PORTAL
+from service.unit_of_work import ReadOnlyUnitOfWork
 
 
 @dataclass
@@ -44,27 +42,27 @@ def _only(orgs: set[str]) -> str | None:
     return next(iter(orgs)) if len(orgs) == 1 else None
 
 
-async def resolve(session: AsyncSession, portal: str, identifier: str, org_id: str | None) -> Who | None:
+async def resolve(reads: ReadOnlyUnitOfWork, portal: str, identifier: str, org_id: str | None) -> Who | None:
     """The identities behind what was typed: an email first; a username only when no account in
     scope has that email (usernames may look like emails, as SCIM's ``userName`` often does)."""
     email = normalise_email(identifier)
-    orgs = await Users(session).organizations_with_email(email, org_id)
+    orgs = await reads.users.organizations_with_email(email, org_id)
     if portal == ADMIN_PORTAL:
-        orgs |= await Admins(session).organizations_with_email(email, org_id)
+        orgs |= await reads.admins.organizations_with_email(email, org_id)
     if orgs:
         org = _only(orgs)
-        return await _by_email(session, portal, org, identifier) if org else None
+        return await _by_email(reads, portal, org, identifier) if org else None
     username = identifier.strip().lower()
-    org = _only(await Users(session).organizations_with_username(username, org_id))
-    return await _by_username(session, portal, org, username) if org else None
+    org = _only(await reads.users.organizations_with_username(username, org_id))
+    return await _by_username(reads, portal, org, username) if org else None
 
 
-async def _by_email(session: AsyncSession, portal: str, org: str, email: str) -> Who | None:
-    user = await Users(session).by_email(org, email)
-    admin = await Admins(session).by_email(org, email) if portal == ADMIN_PORTAL else None
+async def _by_email(reads: ReadOnlyUnitOfWork, portal: str, org: str, email: str) -> Who | None:
+    user = await reads.users.by_email(org, email)
+    admin = await reads.admins.by_email(org, email) if portal == ADMIN_PORTAL else None
     if admin is not None and admin.is_linked:
         assert admin.linked_user_id is not None
-        user = await Users(session).get(org, admin.linked_user_id)
+        user = await reads.users.get(org, admin.linked_user_id)
     elif admin is not None:
         user = None  # a classic admin signs in with its own password; a same-email user is another identity
     if user is None and admin is None:
@@ -72,11 +70,11 @@ async def _by_email(session: AsyncSession, portal: str, org: str, email: str) ->
     return Who(org, user, admin)
 
 
-async def _by_username(session: AsyncSession, portal: str, org: str, username: str) -> Who | None:
+async def _by_username(reads: ReadOnlyUnitOfWork, portal: str, org: str, username: str) -> Who | None:
     """A user by username; on the admin portal with the admin identity linked to it. A classic
     admin has no username: it signs in with its email only."""
-    user = await Users(session).by_username(org, username)
+    user = await reads.users.by_username(org, username)
     if user is None:
         return None
-    admin = await Admins(session).by_linked_user(org, user.id) if portal == ADMIN_PORTAL else None
+    admin = await reads.admins.by_linked_user(org, user.id) if portal == ADMIN_PORTAL else None
     return Who(org, user, admin)

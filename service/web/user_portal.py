@@ -16,7 +16,6 @@ import segno
 from aiohttp import web
 from markupsafe import Markup
 
-from service.adapters.repository import Admins
 from service.adapters.sessions import Session
 from service.api.auth import USER_COOKIE, current_session
 from service.domain.errors import DomainError
@@ -80,8 +79,8 @@ async def me_of(request: web.Request) -> Me:
         raise redirect("/portal/sign-in") from ended
     if not isinstance(identity, User):
         raise redirect("/portal/sign-in")
-    async with services_of(request).session_factory() as db:
-        admin = await Admins(db).by_linked_user(identity.organization_id, identity.id)
+    async with services_of(request).read_only() as reads:
+        admin = await reads.admins.by_linked_user(identity.organization_id, identity.id)
     required = await _enrollment(request).totp_still_required(identity)
     return Me(token, session, identity, admin is not None, required)
 
