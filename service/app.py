@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import sqlalchemy as sa
 from aiohttp import web
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service import edge
+from service.adapters import db
 from service.api import auth, health, insights, jobs, management, openapi, ops, signin
 from service.api.api_keys import actor_for_api_key
 from service.api.idempotency import idempotency_middleware
@@ -32,11 +32,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_KEY_PATHS = ("/api/", "/insights/")
 MAX_REQUEST_LINE = 64 * 1024
 
-# The database or Redis is down or a pooled connection died (PostgreSQL restarted: SQLAlchemy then
-# replaces the pool's connections, so the next request gets a fresh one): nothing was done, and a
-# client may try again. The engine does not ping a connection before every use; this is the price.
+# The database or Redis is down or a pooled connection died (db.is_database_outage): nothing was
+# done, and a client may try again. The engine does not ping a connection before every use; this is
+# the price.
 REDIS_OUTAGES = (RedisConnectionError, RedisTimeoutError)
-OUTAGES = (sa.exc.DBAPIError, sa.exc.TimeoutError, OSError, *REDIS_OUTAGES)
+OTHER_OUTAGES = (OSError, *REDIS_OUTAGES)
 
 
 @web.middleware
@@ -56,16 +56,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if isinstance(exc, web.HTTPMethodNotAllowed):
             headers["Allow"] = _allowed_methods(request, exc)
         return web.json_response(error_body(code, exc.reason), status=exc.status, headers=headers)
-    except OUTAGES as outage:
-        if isinstance(outage, sa.exc.DBAPIError) and not _lost_connection(outage):
-            log_error(log, outage, "unhandled database error on %s %s", request.method, route_of(request))
-            return web.json_response(error_body("internal_error", "internal error"), status=500)
-        log.warning("%s %s: %s unavailable (%s)", request.method, request.path,
-                    "Redis" if isinstance(outage, REDIS_OUTAGES) else "the database", type(outage).__name__)
-        return web.json_response(error_body("temporarily_unavailable", "a backing service is unavailable; "
-                                            "try again shortly"), status=503, headers={"Retry-After": "5"})
-    except Exception as exc:  # asyncpg's own errors (service/adapters/direct.py) come here
-        log_error(log, exc, "unhandled error on %s %s", request.method, route_of(request))
+    except Exception as exc:
+        if db.is_database_outage(exc) or isinstance(exc, OTHER_OUTAGES):
+            log.warning("%s %s: %s unavailable (%s)", request.method, request.path,
+                        "Redis" if isinstance(exc, REDIS_OUTAGES) else "the database", type(exc).__name__)
+            return web.json_response(error_body("temporarily_unavailable", "a backing service is unavailable; "
+                                                "try again shortly"), status=503, headers={"Retry-After": "5"})
+        if db.is_database_error(exc):
+            log_error(log, exc, "unhandled database error on %s %s", request.method, route_of(request))
+        else:  # asyncpg's own errors (service/adapters/direct.py) come here
+            log_error(log, exc, "unhandled error on %s %s", request.method, route_of(request))
         return web.json_response(error_body("internal_error", "internal error"), status=500)
 
 
@@ -79,10 +79,6 @@ def _allowed_methods(request: web.Request, exc: web.HTTPMethodNotAllowed) -> str
     if not methods:
         return ",".join(sorted(exc.allowed_methods))
     return ",".join(sorted(methods | ({"HEAD"} if "GET" in methods else set())))
-
-
-def _lost_connection(error: sa.exc.DBAPIError) -> bool:
-    return error.connection_invalidated or isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))
 
 
 @web.middleware

@@ -18,8 +18,10 @@ from service.adapters.direct import Direct, open_direct
 from service.adapters.jobs import ClaimedJob, JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
+from service.adapters.outbox import MailOutbox
 from service.adapters.queue import Queue, embedded_pool, redis_pool
 from service.adapters.read_only import ReadOnlyUnitOfWork
+from service.adapters.retention import Retention
 from service.adapters.scim_directory import Directory, scim_integration
 from service.adapters.sessions import SessionStore
 from service.adapters.unit_of_work import UnitOfWork
@@ -55,6 +57,8 @@ class Services:
     mailer: Mailer
     jobs: JobStore
     deliveries: DeliveryStore  # the webhook receiver's reads and writes (adapters.webhook_intake)
+    outbox: MailOutbox  # the send-email job's lock, send and mark (adapters.outbox)
+    retention: Retention  # the retention cron jobs' deletes (adapters.retention)
     # Integrations as this process's receivers last read them (a few seconds).
     integrations_seen: IntegrationCache = field(default_factory=IntegrationCache)
     # asyncpg itself on PostgreSQL (adapters.direct), closed with the services; only adapters use it.
@@ -122,5 +126,7 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
         jobs=job_store(single_statements, direct),
         deliveries=DeliveryStore(engine, single_statements, direct),
+        outbox=MailOutbox(engine),
+        retention=Retention(engine),
         direct=direct,
     )

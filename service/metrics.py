@@ -19,14 +19,11 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.adapters import orm
-from service.domain.jobs import RUNNABLE
 from service.logging import log_error, route_of
 
 if TYPE_CHECKING:
@@ -185,10 +182,7 @@ async def job_finished(ctx: dict[str, Any]) -> None:
 
 
 async def _job_row(services: Services, job_id: str) -> tuple[str, str] | None:
-    jobs = orm.jobs
-    async with services.session_factory() as session:
-        query = sa.select(jobs.c.function, jobs.c.status).where(jobs.c.id == job_id)
-        row = (await session.execute(query)).one_or_none()
+    row = await services.jobs.get(job_id)
     return (row.function, row.status) if row is not None else None
 
 
@@ -318,13 +312,7 @@ def _cumulative(per_bucket: dict[str, float], bounds: tuple[float, ...]) -> list
 
 async def snapshot(services: Services) -> Snapshot:
     raw: dict[Any, Any] = await services.redis.hgetall(JOBS_KEY)  # type: ignore[misc]
-    jobs = orm.jobs
-    async with services.session_factory() as session:
-        rows = await session.execute(
-            sa.select(jobs.c.function, jobs.c.status, sa.func.count())
-            .where(jobs.c.status.in_(RUNNABLE)).group_by(jobs.c.function, jobs.c.status)
-        )
-        depth = {(r[0], r[1]): int(r[2]) for r in rows}
+    depth = await services.jobs.depth()
     length = await services.redis.zcard(services.settings.queue_name)
     return Snapshot(parse_job_totals(raw), depth, int(length))
 

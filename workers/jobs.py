@@ -9,13 +9,12 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
 from arq import Retry
 
 from service import metrics
-from service.adapters import orm
 from service.adapters.arq_jobs import clear_arq_leftovers
 from service.adapters.jobs import ClaimedJob, JobOutcome, backoff
+from service.adapters.outbox import PendingMail
 from service.bootstrap import Services
 from service.domain.model import now
 from service.logging import log_error
@@ -73,18 +72,15 @@ async def _send_email(services: Services, args: dict[str, Any]) -> dict[str, str
     job cannot both send it) and marked on the connection already held as soon as the SMTP server
     has taken it: a worker killed in that instant is the only way a rerun sends it again, with
     the same Message-ID."""
-    table = orm.mail_outbox
-    async with services.session_factory() as session, session.begin():
-        query = sa.select(table).where(table.c.id == args["mail_id"]).with_for_update()
-        mail = (await session.execute(query)).one_or_none()
-        if mail is None or mail.status != "pending":
-            return {"status": "already handled"}
+
+    async def send(mail: PendingMail) -> str:
         await services.mailer.send(
             services.settings.mail_from, mail.recipient, mail.subject, mail.body, f"<{mail.id}@adminlink>"
         )
-        status = "sent" if services.mailer.delivers else "kept"
-        await session.execute(sa.update(table).where(table.c.id == mail.id).values(status=status, sent_at=now()))
-    return {"status": status}
+        return "sent" if services.mailer.delivers else "kept"
+
+    status = await services.outbox.send_pending(args["mail_id"], send)
+    return {"status": status or "already handled"}
 
 
 async def send_email(ctx: dict[str, Any], job_id: str) -> Any:

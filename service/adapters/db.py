@@ -1,10 +1,12 @@
-"""Database engine and migrations (Alembic), for SQLite (embedded) and PostgreSQL."""
+"""Database engine and migrations (Alembic), for SQLite (embedded) and PostgreSQL; the readiness
+check, and which database errors mean the database cannot be reached."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, make_url
@@ -39,6 +41,30 @@ def single_statements(engine: AsyncEngine) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def check_connection(engine: AsyncEngine) -> None:
+    """Raises unless the database answers a statement on one of the pool's connections."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))
+
+
+def is_database_error(error: BaseException) -> bool:
+    """The database (or its driver, wrapped by SQLAlchemy) failed a statement or a connection."""
+    return isinstance(error, sa.exc.DBAPIError)
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """The database cannot be reached: no pooled connection came in time, or a connection was
+    refused or died (PostgreSQL restarted: SQLAlchemy then replaces the pool's connections, so the
+    next try gets a fresh one). Nothing was done, and the caller may try again."""
+    if isinstance(error, sa.exc.TimeoutError):
+        return True
+    return isinstance(error, sa.exc.DBAPIError) and _lost_connection(error)
+
+
+def _lost_connection(error: sa.exc.DBAPIError) -> bool:
+    return error.connection_invalidated or isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError))
 
 
 def _alembic_config(connection: Any) -> Config:

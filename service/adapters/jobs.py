@@ -93,6 +93,9 @@ class JobStore(Protocol):
 
     async def get_in(self, organization_id: str, job_id: str) -> sa.Row[Any] | None: ...
 
+    async def depth(self) -> dict[tuple[str, str], int]:
+        """Jobs waiting or running, by function and status, in every organization (the gauges)."""
+
     async def stranded(self, older_than: timedelta, limit: int = 500, *,
                        stuck_after: timedelta | None = None) -> list[sa.Row[Any]]:
         """Jobs that arq may not hold: queued ones it may never have received (Redis was down at
@@ -130,6 +133,12 @@ class SqlJobStore:
         async with self.engine.connect() as conn:
             return (await conn.execute(sa.select(jobs).where(
                 jobs.c.organization_id == organization_id, jobs.c.id == job_id))).one_or_none()
+
+    async def depth(self) -> dict[tuple[str, str], int]:
+        query = (sa.select(jobs.c.function, jobs.c.status, sa.func.count())
+                 .where(jobs.c.status.in_(RUNNABLE)).group_by(jobs.c.function, jobs.c.status))
+        async with self.engine.connect() as conn:
+            return {(function, status): int(count) for function, status, count in await conn.execute(query)}
 
     async def stranded(self, older_than: timedelta, limit: int = 500, *,
                        stuck_after: timedelta | None = None) -> list[sa.Row[Any]]:

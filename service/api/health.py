@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-import sqlalchemy as sa
 from aiohttp import web
 
+from service.adapters import db
 from service.http.context import services_of
 
 routes = web.RouteTableDef()
@@ -23,8 +23,7 @@ async def readyz(request: web.Request) -> web.Response:
     services = services_of(request)
 
     async def database() -> None:
-        async with services.engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await db.check_connection(services.engine)
 
     async def redis() -> None:
         await services.redis.ping()
