@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import integrations, provisioning
 from service.adapters import db
+from service.adapters.api_keys import ApiKeyHolders
 from service.adapters.crypto import SecretBox
 from service.adapters.direct import Direct, open_direct
+from service.adapters.idempotency import IdempotencyKeys
 from service.adapters.jobs import JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
@@ -49,6 +51,8 @@ class Services:
     mailer: Mailer
     jobs: JobStore
     deliveries: DeliveryStore  # the webhook receiver's reads and writes (adapters.webhook_intake)
+    idempotency_keys: IdempotencyKeys  # the Idempotency-Key store (adapters.idempotency)
+    api_key_holders: ApiKeyHolders  # who holds an x-api-key (adapters.api_keys)
     # Integrations as this process's receivers last read them (a few seconds).
     integrations_seen: IntegrationCache = field(default_factory=IntegrationCache)
     # asyncpg itself on PostgreSQL (adapters.direct), closed with the services; only adapters use it.
@@ -99,5 +103,7 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         mailer=SmtpMailer(settings.smtp_url) if settings.smtp_url else OutboxOnly(),
         jobs=job_store(single_statements, direct),
         deliveries=DeliveryStore(engine, single_statements, direct),
+        idempotency_keys=IdempotencyKeys(session_factory),
+        api_key_holders=ApiKeyHolders(single_statements),
         direct=direct,
     )
