@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service import config, insights_query  # noqa: E402
-from service.adapters import orm  # noqa: E402
+from service.adapters import insights_store, orm  # noqa: E402
 from service.adapters.crypto import new_api_key  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.bootstrap import build  # noqa: E402
@@ -206,7 +206,7 @@ async def time_sql(pool: asyncpg.Pool, sql: str, runs: int, warmup: int) -> list
 
 
 def literal_sql(services: Any, org_id: str, body: dict[str, Any]) -> str:
-    statement = insights_query.select_page(insights_query.parse(org_id, body, now()))
+    statement = insights_store.select_page(insights_query.parse(org_id, body, now()))
     dialect = services.engine.dialect
     return str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
 

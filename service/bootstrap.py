@@ -13,8 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service import integrations, provisioning
 from service.adapters import db
+from service.adapters.api_keys import ApiKeyHolders
 from service.adapters.crypto import SecretBox
 from service.adapters.direct import Direct, open_direct
+from service.adapters.idempotency import IdempotencyKeys
+from service.adapters.insights_store import InsightsStore
 from service.adapters.jobs import ClaimedJob, JobStore, job_store
 from service.adapters.mail import Mailer, OutboxOnly, SmtpMailer
 from service.adapters.orm import start_mappers
@@ -59,6 +62,9 @@ class Services:
     deliveries: DeliveryStore  # the webhook receiver's reads and writes (adapters.webhook_intake)
     outbox: MailOutbox  # the send-email job's lock, send and mark (adapters.outbox)
     retention: Retention  # the retention cron jobs' deletes (adapters.retention)
+    idempotency_keys: IdempotencyKeys  # the Idempotency-Key store (adapters.idempotency)
+    api_key_holders: ApiKeyHolders  # who holds an x-api-key (adapters.api_keys)
+    insights: InsightsStore  # Directory Insights queries (adapters.insights_store)
     # Integrations as this process's receivers last read them (a few seconds).
     integrations_seen: IntegrationCache = field(default_factory=IntegrationCache)
     # asyncpg itself on PostgreSQL (adapters.direct), closed with the services; only adapters use it.
@@ -128,5 +134,8 @@ async def build(settings: Settings, *, migrate: bool = False, redis: ArqRedis | 
         deliveries=DeliveryStore(engine, single_statements, direct),
         outbox=MailOutbox(engine),
         retention=Retention(engine),
+        idempotency_keys=IdempotencyKeys(session_factory),
+        api_key_holders=ApiKeyHolders(single_statements),
+        insights=InsightsStore(session_factory),
         direct=direct,
     )

@@ -1,4 +1,5 @@
-"""JumpCloud Directory Insights queries, translated to SQL over ``insights_events``.
+"""JumpCloud Directory Insights queries: the request body, checked and parsed into an ``EventQuery``
+that ``service.adapters.insights_store`` runs in the database.
 
 The request body is JumpCloud's: ``service`` (list), ``start_time``, ``end_time``, ``search_term``,
 ``fields``, ``sort``, ``limit`` and ``search_after``. A ``search_term`` holds ``and`` / ``or`` /
@@ -7,8 +8,9 @@ The request body is JumpCloud's: ``service`` (list), ``start_time``, ``end_time`
 list matches any of its values; ``not`` matches events that match none of its terms. Fields are
 event fields in dot notation (``initiated_by.administrator``, ``target_resource.type``).
 
-Everything runs in the database, scoped to one organization and a time range: the fields with a
-column of their own (``event_type``, ``service``, ``success``, ``initiated_by.administrator``,
+A search term is parsed into a tree of ``Match`` and ``Conjunction``; the adapter runs it in the
+database, scoped to one organization and a time range: the fields with a column of their own
+(``COLUMN_FIELDS``: ``event_type``, ``service``, ``success``, ``initiated_by.administrator``,
 ``target_resource.type``, ``id``) use the indexes, the others read the JSON body. Paging is by
 keyset on (timestamp, id), so pages never overlap or skip, even when events share a timestamp.
 """
@@ -23,12 +25,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import ColumnElement
-
-from service.adapters.orm import insights_events as events
 from service.domain.errors import InvalidRequest
 from service.domain.model import as_utc
 
@@ -37,7 +33,6 @@ SERVICES = ("all", "directory", "sso", "radius", "systems", "ldap", "mdm", "pass
             "saas_app_management")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
-MAX_DISTINCT = 1000
 MAX_TERMS = 50  # x MAX_VALUES stays under PostgreSQL's 32767 bind parameters
 MAX_DEPTH = 8
 MAX_VALUES = 500
@@ -54,44 +49,6 @@ KNOWN_FIELDS = frozenset({
 
 def invalid(code: str, message: str) -> InvalidRequest:
     return InvalidRequest(code, message)
-
-
-# --- JSON paths in SQL -------------------------------------------------------------------------
-
-
-class JsonText(ColumnElement[str]):
-    """The text of a scalar at a path in the event body (``true`` / ``false`` for booleans, the
-    digits of a number, the string itself), or NULL when the path is absent or null."""
-
-    type = sa.String()
-    inherit_cache = False
-
-    def __init__(self, column: sa.Column[Any], path: tuple[str, ...]) -> None:
-        assert all(PATH_SEGMENT.match(p) for p in path)
-        self.column = column
-        self.path = path
-
-
-# The path is written into the SQL, not bound: PostgreSQL must see the same expression in SELECT
-# and GROUP BY. That is safe because ``parse_path`` admits only letters, digits, "_", "@" and "-".
-@compiles(JsonText, "postgresql")
-def _json_text_postgresql(element: JsonText, compiler: Any, **kw: Any) -> str:
-    path = "'{" + ",".join(element.path) + "}'"
-    return f"({compiler.process(element.column, **kw)} #>> {path})"
-
-
-@compiles(JsonText)
-def _json_text_sqlite(element: JsonText, compiler: Any, **kw: Any) -> str:
-    column = compiler.process(element.column, **kw)
-    path = "'$." + ".".join(f'"{p}"' for p in element.path) + "'"
-    # json_extract hands booleans back as 1 / 0; name them the way PostgreSQL's #>> does.
-    return (f"(CASE json_type({column}, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
-            f"WHEN 'object' THEN NULL WHEN 'array' THEN NULL "
-            f"ELSE CAST(json_extract({column}, {path}) AS TEXT) END)")
-
-
-def json_text(path: tuple[str, ...]) -> JsonText:
-    return JsonText(events.c.body, path)
 
 
 # --- terms -------------------------------------------------------------------------------------
@@ -134,62 +91,67 @@ def as_lower_string(name: str, value: Scalar) -> str:
     return value.lower()
 
 
-def text_of(value: Scalar) -> str:
-    """A value the way ``JsonText`` shows it; strings compare without regard to case."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value.lower()
-    return json.dumps(value)
-
-
-def column_term(column: sa.Column[Any], values: list[Any]) -> ColumnElement[bool]:
-    """``values`` of a column; None among them matches events lacking the field."""
-    present = list(dict.fromkeys(v for v in values if v is not None))
-    clauses: list[ColumnElement[bool]] = []
-    if present:
-        match = column == present[0] if len(present) == 1 else column.in_(present)
-        # IS NOT NULL keeps the term two-valued, so that "not" also matches events lacking the field.
-        clauses.append(sa.and_(column.is_not(None), match) if column.nullable else match)
-    if len(present) < len(values):
-        clauses.append(column.is_(None))
-    return sa.or_(*clauses)
-
-
 def each(name: str, values: list[Scalar], convert: Callable[[str, Scalar], Any]) -> list[Any]:
     """``values`` converted for a column, None (a missing field) kept as it is."""
     return [None if v is None else convert(name, v) for v in values]
 
 
-def body_term(path: tuple[str, ...], values: list[Scalar]) -> ColumnElement[bool]:
-    text = json_text(path)
-    wanted = sorted({text_of(v) for v in values if v is not None})
-    clauses: list[ColumnElement[bool]] = []
-    if wanted:
-        lowered = sa.func.lower(text)
-        clauses.append(sa.and_(text.is_not(None), lowered == wanted[0] if len(wanted) == 1 else lowered.in_(wanted)))
-    if any(v is None for v in values):
-        clauses.append(text.is_(None))
-    return sa.or_(*clauses)
+@dataclass(frozen=True)
+class Column:
+    """A field with a column of its own (a name of ``COLUMN_FIELDS``): the indexes answer for it."""
+
+    name: str
 
 
-def field_term(name: str, value: Any) -> ColumnElement[bool]:
+@dataclass(frozen=True)
+class BodyPath:
+    """A field read from the event's JSON body, by its path."""
+
+    path: tuple[str, ...]
+
+
+Field = Column | BodyPath
+
+
+@dataclass(frozen=True)
+class Match:
+    """Events whose field has one of ``values`` (converted to the column's type for a column);
+    None among them matches events lacking the field."""
+
+    field: Field
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Conjunction:
+    """``and``: every term matches; ``or``: any does; ``not``: none does."""
+
+    op: str
+    terms: tuple[Condition, ...]
+
+
+Condition = Match | Conjunction
+
+
+def as_id(_name: str, value: Scalar) -> str:
+    return str(value)
+
+
+# The fields with a column of their own, and how their values are read.
+COLUMN_FIELDS: dict[str, Callable[[str, Scalar], Any]] = {
+    "event_type": as_lower_string, "service": as_lower_string, "id": as_id, "success": as_bool,
+    "initiated_by.administrator": as_bool, "target_resource.type": as_lower_string,
+}
+
+
+def field_term(name: str, value: Any) -> Match:
     values = as_values(name, value)
-    if name == "event_type":
-        return column_term(events.c.event_type, each(name, values, as_lower_string))
-    if name == "service":
-        return column_term(events.c.service, each(name, values, as_lower_string))
-    if name == "id":
-        return column_term(events.c.id, each(name, values, lambda _, v: str(v)))
-    if name == "success":
-        return column_term(events.c.success, each(name, values, as_bool))
-    if name == "initiated_by.administrator":
-        return column_term(events.c.initiated_by_administrator, each(name, values, as_bool))
-    if name == "target_resource.type":
-        return column_term(events.c.target_resource_type, each(name, values, as_lower_string))
+    convert = COLUMN_FIELDS.get(name)
+    if convert is not None:
+        return Match(Column(name), tuple(each(name, values, convert)))
     if name in ("timestamp", "organization"):
         raise invalid("invalid_search_term", f"search on {name} with start_time / end_time and your API key")
-    return body_term(parse_path(name), values)
+    return Match(BodyPath(parse_path(name)), tuple(values))
 
 
 @dataclass
@@ -197,36 +159,32 @@ class TermCounter:
     terms: int = 0
 
 
-def conjunction(op: str, content: Any, depth: int, counter: TermCounter) -> ColumnElement[bool]:
+def conjunction(op: str, content: Any, depth: int, counter: TermCounter) -> Conjunction:
     if depth > MAX_DEPTH:
         raise invalid("invalid_search_term", f"search terms nest at most {MAX_DEPTH} deep")
     items = content if isinstance(content, list) else [content]
     if not items or not all(isinstance(i, dict) and i for i in items):
         raise invalid("invalid_search_term", f"'{op}' takes a term object or a list of term objects")
-    clauses: list[ColumnElement[bool]] = []
+    terms: list[Condition] = []
     for item in items:
         for name, value in item.items():
             counter.terms += 1
             if counter.terms > MAX_TERMS:
                 raise invalid("invalid_search_term", f"at most {MAX_TERMS} terms in one search")
             if name in CONJUNCTIONS:
-                clauses.append(conjunction(name, value, depth + 1, counter))
+                terms.append(conjunction(name, value, depth + 1, counter))
             else:
-                clauses.append(field_term(str(name), value))
-    if op == "and":
-        return sa.and_(*clauses)
-    if op == "or":
-        return sa.or_(*clauses)
-    return sa.not_(sa.or_(*clauses))
+                terms.append(field_term(str(name), value))
+    return Conjunction(op, tuple(terms))
 
 
-def search_condition(search_term: Any) -> ColumnElement[bool] | None:
+def search_condition(search_term: Any) -> Conjunction | None:
     if search_term is None or search_term == {}:
         return None
     if not isinstance(search_term, dict) or not set(search_term) <= set(CONJUNCTIONS):
         raise invalid("invalid_search_term", "search_term is an object with 'and', 'or' and/or 'not'")
     counter = TermCounter()
-    return sa.and_(*(conjunction(op, content, 1, counter) for op, content in search_term.items()))
+    return Conjunction("and", tuple(conjunction(op, content, 1, counter) for op, content in search_term.items()))
 
 
 # --- the query ---------------------------------------------------------------------------------
@@ -323,7 +281,7 @@ class EventQuery:
     start_time: datetime
     end_time: datetime | None = None
     services: tuple[str, ...] = ("all",)
-    condition: ColumnElement[bool] | None = None
+    condition: Condition | None = None
     fields: tuple[tuple[str, ...], ...] | None = None
     sort: str = "ASC"
     limit: int = DEFAULT_LIMIT
@@ -359,43 +317,6 @@ def parse(organization_id: str, body: dict[str, Any], at: datetime) -> EventQuer
     )
 
 
-def where(query: EventQuery) -> list[ColumnElement[bool]]:
-    clauses: list[ColumnElement[bool]] = [
-        events.c.organization_id == query.organization_id,
-        events.c.timestamp >= query.start_time,
-    ]
-    if query.end_time is not None:
-        clauses.append(events.c.timestamp <= query.end_time)
-    if "all" not in query.services:
-        clauses.append(column_term(events.c.service, list(query.services)))
-    if query.condition is not None:
-        clauses.append(query.condition)
-    return clauses
-
-
-def after(query: EventQuery) -> list[ColumnElement[bool]]:
-    """Keyset paging. The plain bound on the timestamp lets the index skip what came before."""
-    if query.search_after is None:
-        return []
-    moment, event_id = query.search_after
-    ts, ident = events.c.timestamp, events.c.id
-    if query.sort == "ASC":
-        return [ts >= moment, sa.or_(ts > moment, ident > event_id)]
-    return [ts <= moment, sa.or_(ts < moment, ident < event_id)]
-
-
-def select_page(query: EventQuery) -> sa.Select[Any]:
-    ts, ident = events.c.timestamp, events.c.id
-    order = (ts.asc(), ident.asc()) if query.sort == "ASC" else (ts.desc(), ident.desc())
-    # The stored body is sent as it is: no decoding and re-encoding of a thousand events.
-    return (
-        sa.select(ts, ident, sa.cast(events.c.body, sa.Text).label("body"))
-        .where(*where(query), *after(query))
-        .order_by(*order)
-        .limit(query.limit)
-    )
-
-
 @dataclass
 class Page:
     bodies: list[str]
@@ -421,50 +342,20 @@ def project(body: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[st
     return out
 
 
-async def fetch_page(session: AsyncSession, query: EventQuery) -> Page:
-    rows = list(await session.execute(select_page(query)))
-    bodies = [r.body for r in rows]
-    if query.fields is not None:
-        bodies = [json.dumps(project(json.loads(b), query.fields), separators=(",", ":")) for b in bodies]
-    # Written out by hand: a float would not keep the microseconds of the keyset exact.
-    if not rows:
-        return Page(bodies, None, None)
-    moment, event_id = as_utc(rows[-1].timestamp), str(rows[-1].id)
-    return Page(bodies, f"[{to_epoch_ms(moment)}, {json.dumps(event_id)}]", (moment, event_id))
-
-
-async def count(session: AsyncSession, query: EventQuery) -> int:
-    total = await session.scalar(sa.select(sa.func.count()).select_from(events).where(*where(query)))
-    return int(total or 0)
-
-
-def distinct_expression(name: str) -> ColumnElement[Any]:
-    columns = {"event_type": events.c.event_type, "service": events.c.service, "success": events.c.success,
-               "initiated_by.administrator": events.c.initiated_by_administrator,
-               "target_resource.type": events.c.target_resource_type}
-    if name in columns:
-        return columns[name]
-    if name in ("id", "timestamp"):
-        raise invalid("invalid_field", f"{name} has a distinct value per event; count events instead")
-    return json_text(parse_path(name))
-
-
-async def distinct(session: AsyncSession, query: EventQuery, name: Any) -> dict[str, Any]:
-    """Each value of the field among matching events, with how many events have it, most first,
-    in JumpCloud's (Elasticsearch's) shape: beyond MAX_DISTINCT values, ``sum_other_doc_count``
-    says how many matching events the buckets leave out. Counts are exact."""
+def distinct_field(name: Any) -> Field:
+    """The field whose distinct values ``/events/distinct`` lists."""
     if not isinstance(name, str) or not name:
         raise invalid("missing_field", "field is required: the field whose distinct values to list")
-    value = distinct_expression(name)
-    matching = (*where(query), value.is_not(None))
-    hits = sa.func.count().label("hits")
-    rows = list(await session.execute(
-        sa.select(value.label("key"), hits).where(*matching).group_by(value).order_by(hits.desc(), value)
-        .limit(MAX_DISTINCT)
-    ))
-    buckets = [{"key": r.key, "doc_count": int(r.hits)} for r in rows]
-    others = 0
-    if len(rows) == MAX_DISTINCT:  # maybe cut short: count what the buckets leave out
-        total = await session.scalar(sa.select(sa.func.count()).select_from(events).where(*matching))
-        others = int(total or 0) - sum(b["doc_count"] for b in buckets)
-    return {"buckets": buckets, "doc_count_error_upper_bound": 0, "sum_other_doc_count": others}
+    if name in COLUMN_FIELDS and name != "id":
+        return Column(name)
+    if name in ("id", "timestamp"):
+        raise invalid("invalid_field", f"{name} has a distinct value per event; count events instead")
+    return BodyPath(parse_path(name))
+
+
+async def fetch_page(session: Any, query: EventQuery) -> Page:
+    """Kept for ``service.cli_ops``, which still pages with a session of its own: a page comes from
+    ``Services.insights.page`` (``service.adapters.insights_store``)."""
+    from service.adapters.insights_store import fetch_page as page_in_session
+
+    return await page_in_session(session, query)

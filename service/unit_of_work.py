@@ -224,6 +224,10 @@ class OutboxRepository(Protocol):
         """A pending email; its ``send_email`` job delivers it."""
         ...
 
+    async def recent(self, org_id: str, limit: int) -> list[Any]:
+        """The organization's latest emails, newest first."""
+        ...
+
 
 class UnitOfWork(Protocol):
     """One command's work: what it changes, records and enqueues commits together or not at all."""

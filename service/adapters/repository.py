@@ -402,6 +402,13 @@ class Outbox(_Rows):
         return await self._insert(organization_id=org_id, recipient=recipient, subject=subject, body=body,
                                   status="pending")
 
+    async def recent(self, org_id: str, limit: int) -> list[sa.Row[Any]]:
+        result = await self.session.execute(
+            sa.select(self.table).where(self.table.c.organization_id == org_id)
+            .order_by(self.table.c.created_at.desc()).limit(limit)
+        )
+        return list(result)
+
 
 async def enrolled_factors(session: AsyncSession, org_id: str, user_id: str) -> list[str]:
     """The user's MFA factors, by the names the API shows: totp, webauthn_device, security_key,

@@ -11,22 +11,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.adapters.crypto import SecretBox
-from service.adapters.orm import IDEMPOTENCY_KEY_LIFETIME
-from service.adapters.orm import idempotency_keys as table
 from service.domain.errors import DomainError
-from service.domain.model import now
 from service.http.context import ACTOR, actor_of, services_of
 from service.http.errors import ApiError, status_for, to_response
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Where = tuple[sa.ColumnElement[bool], ...]
 
 
 @web.middleware
@@ -40,21 +33,20 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
     fingerprint = hashlib.sha256(
         f"{request.method} {request.path_qs} {actor.id}\n".encode() + await request.read()
     ).hexdigest()
-    where = (table.c.organization_id == actor.organization_id, table.c.key == key)
-    replay = await _reserve(request, where, key, fingerprint)
+    replay = await _reserve(request, actor.organization_id, key, fingerprint)
     if replay is not None:
         return replay
     try:
         response = await handler(request)
     except DomainError as error:
         if status_for(error) >= 500:
-            await _forget(request, where)
+            await _forget(request, actor.organization_id, key)
             raise
         response = to_response(error)
     except BaseException:
-        await _forget(request, where)  # nothing to replay: a retry runs again
+        await _forget(request, actor.organization_id, key)  # nothing to replay: a retry runs again
         raise
-    await _remember(request, where, response)
+    await _remember(request, actor.organization_id, key, response)
     return response
 
 
@@ -64,20 +56,10 @@ def _unrouted(request: web.Request) -> bool:
     return request.match_info.http_exception is not None
 
 
-async def _reserve(request: web.Request, where: Where, key: str, fingerprint: str) -> web.Response | None:
-    actor = actor_of(request)
-    async with services_of(request).session_factory() as session:
-        try:
-            async with session.begin():
-                await session.execute(table.insert().values(
-                    organization_id=actor.organization_id, key=key, request_fingerprint=fingerprint,
-                    created_at=now()))
-            return None
-        except IntegrityError:
-            pass
-        if await _renew_expired(session, where, fingerprint):
-            return None
-        seen = (await session.execute(sa.select(table).where(*where))).one()
+async def _reserve(request: web.Request, org_id: str, key: str, fingerprint: str) -> web.Response | None:
+    seen = await services_of(request).idempotency_keys.reserve(org_id, key, fingerprint)
+    if seen is None:
+        return None
     if seen.request_fingerprint != fingerprint:
         raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used for another request")
     if seen.status_code is None:
@@ -92,23 +74,12 @@ async def _reserve(request: web.Request, where: Where, key: str, fingerprint: st
     return web.json_response(seen.response, status=seen.status_code, headers=replayed)
 
 
-async def _renew_expired(session: AsyncSession, where: Where, fingerprint: str) -> bool:
-    """Takes over a key whose answer has expired, as if it were new. One conditional update:
-    of two concurrent retries, only one finds the row still expired."""
-    async with session.begin():
-        renewed = await session.execute(
-            sa.update(table).where(*where, table.c.created_at < now() - IDEMPOTENCY_KEY_LIFETIME)
-            .values(request_fingerprint=fingerprint, status_code=None, response=None, created_at=now()))
-    return bool(renewed.rowcount)  # type: ignore[attr-defined]
-
-
-async def _remember(request: web.Request, where: Where, response: web.StreamResponse) -> None:
+async def _remember(request: web.Request, org_id: str, key: str, response: web.StreamResponse) -> None:
     if not isinstance(response, web.Response) or response.status >= 500:
-        await _forget(request, where)
+        await _forget(request, org_id, key)
         return
     sealed = _sealed_body(services_of(request).box, response)
-    async with services_of(request).session_factory() as session, session.begin():
-        await session.execute(sa.update(table).where(*where).values(status_code=response.status, response=sealed))
+    await services_of(request).idempotency_keys.remember(org_id, key, response.status, sealed)
 
 
 def _sealed_body(box: SecretBox, response: web.Response) -> str | None:
@@ -130,6 +101,5 @@ def _opened_body(box: SecretBox, sealed: str) -> str:
                        "stored under another ADMINLINK_SECRET_KEY and cannot be replayed; use a new key") from exc
 
 
-async def _forget(request: web.Request, where: Where) -> None:
-    async with services_of(request).session_factory() as session, session.begin():
-        await session.execute(sa.delete(table).where(*where))
+async def _forget(request: web.Request, org_id: str, key: str) -> None:
+    await services_of(request).idempotency_keys.forget(org_id, key)

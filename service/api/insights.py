@@ -35,8 +35,7 @@ async def parsed(request: web.Request) -> tuple[Actor, insights_query.EventQuery
 @routes.post(BASE)
 async def events(request: web.Request) -> web.Response:
     _, query, _ = await parsed(request)
-    async with services_of(request).session_factory() as session:
-        page = await insights_query.fetch_page(session, query)
+    page = await services_of(request).insights.page(query)
     headers = {
         "X-Result-Count": str(len(page.bodies)),
         "X-Limit": str(query.limit),
@@ -58,12 +57,11 @@ def _echo(query: insights_query.EventQuery) -> str:
 @routes.post(BASE + "/count")
 async def count(request: web.Request) -> web.Response:
     _, query, _ = await parsed(request)
-    async with services_of(request).session_factory() as session:
-        return web.json_response({"count": await insights_query.count(session, query)})
+    return web.json_response({"count": await services_of(request).insights.count(query)})
 
 
 @routes.post(BASE + "/distinct")
 async def distinct(request: web.Request) -> web.Response:
     _, query, body = await parsed(request)
-    async with services_of(request).session_factory() as session:
-        return web.json_response(await insights_query.distinct(session, query, body.get("field")))
+    field = insights_query.distinct_field(body.get("field"))
+    return web.json_response(await services_of(request).insights.distinct(query, field))

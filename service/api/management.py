@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from service import integrations, policy, views
-from service.adapters import orm
 from service.domain import commands as c
 from service.domain.model import PasswordAuthority, Role, UserState
 from service.handlers.common import load_admin, load_user
@@ -364,13 +362,9 @@ async def mail_outbox(request: web.Request) -> web.Response:
     actor = actor_of(request)
     policy.authorize(Action.READ_MAIL_OUTBOX, actor.role)
     limit = inputs.query_int(request, "limit", 100, minimum=1, maximum=1000)
-    table = orm.mail_outbox
-    async with services_of(request).session_factory() as session:
-        rows = await session.execute(
-            sa.select(table).where(table.c.organization_id == actor.organization_id)
-            .order_by(table.c.created_at.desc()).limit(limit)
-        )
-        return web.json_response({"results": [
-            {"id": r.id, "to": r.recipient, "subject": r.subject, "body": r.body, "status": r.status,
-             "created": views.iso(r.created_at), "sent": views.iso(r.sent_at)} for r in rows
-        ]})
+    async with services_of(request).uow(actor) as uow:
+        rows = await uow.outbox.recent(actor.organization_id, limit)
+    return web.json_response({"results": [
+        {"id": r.id, "to": r.recipient, "subject": r.subject, "body": r.body, "status": r.status,
+         "created": views.iso(r.created_at), "sent": views.iso(r.sent_at)} for r in rows
+    ]})

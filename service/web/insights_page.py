@@ -47,9 +47,9 @@ async def insights(request: web.Request, console: Console) -> web.StreamResponse
     org = console.actor.organization_id
     query = insights_query.parse(org, body, at)
     all_types = insights_query.parse(org, {key: body[key] for key in ("service", "start_time")}, at)
-    async with services_of(request).session_factory() as session:
-        page = await insights_query.fetch_page(session, query)
-        types = await insights_query.distinct(session, all_types, "event_type")
+    store = services_of(request).insights
+    page = await store.page(query)
+    types = await store.distinct(all_types, insights_query.distinct_field("event_type"))
     events = [json.loads(text) for text in page.bodies]
     shown = [{"event": e, "json": json.dumps(e, indent=2, sort_keys=True)} for e in events]
     return render(request, "admin/insights.html", layout(

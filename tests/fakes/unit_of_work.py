@@ -249,6 +249,9 @@ class FakeOutbox(FakeRows):
     async def add(self, org_id: str, recipient: str, subject: str, body: str) -> str:
         return await self._insert(org_id, recipient=recipient, subject=subject, body=body, status="pending")
 
+    async def recent(self, org_id: str, limit: int) -> list[SimpleNamespace]:
+        return sorted(self._find(org_id), key=lambda r: r.created_at, reverse=True)[:limit]
+
 
 class FakeUnitOfWork:
     """Integrations, SCIM profiles and groups are not faked: their handlers are tested in the

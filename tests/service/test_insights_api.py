@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
 from service import insights, insights_query
-from service.adapters import orm
+from service.adapters import insights_store, orm
 from service.bootstrap import Services
 from service.domain.commands import Actor
 from service.domain.errors import InvalidRequest
@@ -167,7 +167,7 @@ async def test_count_distinct_and_fields(client: TestClient, services: Services,
     status, buckets, _ = await query(client, org, {**base, "field": "initiated_by.type"}, EVENTS + "/distinct")
     assert buckets == {"buckets": [{"key": "admin", "doc_count": 4}, {"key": "user", "doc_count": 2},
                                    {"key": "system", "doc_count": 1}], **exact}
-    monkeypatch.setattr(insights_query, "MAX_DISTINCT", 2)  # as with more values than buckets
+    monkeypatch.setattr(insights_store, "MAX_DISTINCT", 2)  # as with more values than buckets
     status, buckets, _ = await query(client, org, {**base, "field": "event_type"}, EVENTS + "/distinct")
     assert buckets == {"buckets": [{"key": "admin_login_attempt", "doc_count": 3},
                                    {"key": "user_login_attempt", "doc_count": 2}],

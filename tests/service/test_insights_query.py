@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import insights_query
-from service.adapters import db
+from service.adapters import db, insights_store
 from service.bootstrap import Services
 from service.domain.model import new_id, now
 
@@ -52,7 +52,7 @@ def org_with_history(database_url: str) -> str:
                          "initiated_by_administrator": portal, "target_resource_type": "admin_portal" if portal
                          else None, "body": {"event_type": event_type}})
         async with engine.begin() as conn:
-            await conn.execute(insights_query.events.insert(), rows)
+            await conn.execute(insights_store.events.insert(), rows)
             await conn.execute(sa.text("ANALYZE"))
         await engine.dispose()
 
@@ -67,7 +67,7 @@ def page_query(org_id: str, search_term: dict[str, object], search_after: bool =
                                "sort": sort}
     if search_after:
         body["search_after"] = [insights_query.to_epoch_ms(now() - timedelta(days=1)), new_id()]
-    return insights_query.select_page(insights_query.parse(org_id, body, now()))
+    return insights_store.select_page(insights_query.parse(org_id, body, now()))
 
 
 def assert_uses(explained: str, index: str) -> None:
@@ -95,6 +95,6 @@ async def test_the_seeds_filter_uses_its_index(services: Services, org_with_hist
 async def test_count_of_the_seeds_filter_uses_its_index(services: Services, org_with_history: str) -> None:
     body = {"service": ["all"], "start_time": (now() - timedelta(days=7)).isoformat(), "search_term": SEED_FILTER}
     query = insights_query.parse(org_with_history, body, now())
-    statement = sa.select(sa.func.count()).select_from(insights_query.events).where(*insights_query.where(query))
+    statement = sa.select(sa.func.count()).select_from(insights_store.events).where(*insights_store.where(query))
     async with services.engine.begin() as conn:
         assert_uses(await plan(conn, statement), "ix_insights_org_target_admin_time")
