@@ -280,8 +280,7 @@ async def insights_export(services: Services, args: argparse.Namespace, query: i
     written = 0
     writer = Writer(out, args.format, [c.strip() for c in columns if c.strip()])
     while True:
-        async with services.session_factory() as session:
-            page = await insights_query.fetch_page(session, query)
+        page = await services.insights.page(query)
         for raw in page.bodies[: (args.max - written) if args.max else None]:
             writer.write(raw)
             written += 1

@@ -351,11 +351,3 @@ def distinct_field(name: Any) -> Field:
     if name in ("id", "timestamp"):
         raise invalid("invalid_field", f"{name} has a distinct value per event; count events instead")
     return BodyPath(parse_path(name))
-
-
-async def fetch_page(session: Any, query: EventQuery) -> Page:
-    """Kept for ``service.cli_ops``, which still pages with a session of its own: a page comes from
-    ``Services.insights.page`` (``service.adapters.insights_store``)."""
-    from service.adapters.insights_store import fetch_page as page_in_session
-
-    return await page_in_session(session, query)
