@@ -229,16 +229,10 @@ class OutboxRepository(Protocol):
         ...
 
 
-class UnitOfWork(Protocol):
-    """One command's work: what it changes, records and enqueues commits together or not at all."""
-
-    actor: Actor  # sign-in flows name the actor once they know who signs in
-
-    @property
-    def box(self) -> Sealer: ...
-
-    @property
-    def organizations(self) -> OrganizationRepository: ...
+class ReadOnlyUnitOfWork(Protocol):
+    """Reads outside any command (who signs in, their factors and credentials, what a page
+    shows): one short transaction and nothing to commit; what it loaded stays readable after.
+    A command's unit of work offers the same repositories, and more."""
 
     @property
     def users(self) -> UserRepository: ...
@@ -248,9 +242,6 @@ class UnitOfWork(Protocol):
 
     @property
     def factors(self) -> FactorRepository: ...
-
-    @property
-    def totp(self) -> TotpCredentialRepository: ...
 
     @property
     def webauthn(self) -> WebauthnCredentialRepository: ...
@@ -263,6 +254,26 @@ class UnitOfWork(Protocol):
 
     @property
     def duo_settings(self) -> DuoSettingsRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None: ...
+
+
+class UnitOfWork(ReadOnlyUnitOfWork, Protocol):
+    """One command's work: what it changes, records and enqueues commits together or not at all."""
+
+    actor: Actor  # sign-in flows name the actor once they know who signs in
+
+    @property
+    def box(self) -> Sealer: ...
+
+    @property
+    def organizations(self) -> OrganizationRepository: ...
+
+    @property
+    def totp(self) -> TotpCredentialRepository: ...
 
     @property
     def api_keys(self) -> ApiKeyRepository: ...
@@ -285,11 +296,6 @@ class UnitOfWork(Protocol):
     @property
     def jobs(self) -> JobRepository: ...
 
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None: ...
-
     def collect(self, *events: Event) -> None:
         """Events of this command: written (records, emails) and acted on (jobs, ended sessions) at commit."""
 
@@ -302,34 +308,3 @@ class UnitOfWork(Protocol):
         constraints speak now), without committing."""
 
     async def commit(self) -> None: ...
-
-
-class ReadOnlyUnitOfWork(Protocol):
-    """Reads outside any command (who signs in, their factors and credentials, what a page
-    shows): one short transaction and nothing to commit; what it loaded stays readable after."""
-
-    @property
-    def users(self) -> UserRepository: ...
-
-    @property
-    def admins(self) -> AdminRepository: ...
-
-    @property
-    def factors(self) -> FactorRepository: ...
-
-    @property
-    def webauthn(self) -> WebauthnCredentialRepository: ...
-
-    @property
-    def push_devices(self) -> PushDeviceRepository: ...
-
-    @property
-    def duo(self) -> DuoEnrollmentRepository: ...
-
-    @property
-    def duo_settings(self) -> DuoSettingsRepository: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None: ...
