@@ -108,5 +108,9 @@ def next_code(secret: str) -> str:
 
 
 def previous_code(secret: str) -> str:
-    """The code of the previous 30 s step: still inside the accepted window."""
+    """The code of the previous 30 s step: still inside the accepted window. Taken at least 3 s
+    before the step ends, or it may be two steps old, and refused, by the time it is checked."""
+    left = 30 - time.time() % 30
+    if left < 3:
+        time.sleep(left)
     return pyotp.TOTP(secret).at(time.time() - 30)
