@@ -301,8 +301,8 @@ async def test_worker_killed_mid_stream_applies_every_event_once(
     api = Api(http, org.key, observer)  # type: ignore[arg-type]  (a ClientSession has the test client's request())
     # Two groups, so that no event of the stream depends on another one's turn: admin roles
     # given (each with its email) to the first, suspensions and late activations to the second.
-    admins = [await api.user() for _ in range(60)]
-    suspended = [await api.user(mfa=False) for _ in range(60)]
+    admins = [await api.user() for _ in range(25)]
+    suspended = [await api.user(mfa=False) for _ in range(25)]
     directory = await integration(api, "directory")
     path = f"/webhooks/directory/{directory['id']}"
     stream: list[Delivery] = []
